@@ -1,0 +1,9 @@
+module github.com/smtpkit/smtpkit
+
+go 1.26.0
+
+require (
+	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6
+	github.com/pires/go-proxyproto v0.11.0
+	golang.org/x/crypto v0.59.0
+)

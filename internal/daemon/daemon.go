@@ -1,0 +1,270 @@
+// Package daemon wires the smtpkit command's "serve" mode: listeners, TLS,
+// users, and the handler that stores or discards each message.
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/smtpkit/smtpkit/maildir"
+	"github.com/smtpkit/smtpkit/server"
+	"github.com/smtpkit/smtpkit/smtp"
+)
+
+// Config is what the serve command's flags set.
+type Config struct {
+	Listen       []string // SMTP with optional STARTTLS
+	TLSListen    []string // implicit TLS
+	LMTPListen   []string
+	DataDir      string
+	Hostname     string
+	TLSCert      string
+	TLSKey       string
+	UsersFile    string
+	MaxSize      int64
+	Discard      bool
+	NoSync       bool // for benchmarks only: no fsync before 250
+	MaxConns     int
+	MaxConnsIP   int
+	InsecureAuth bool
+	Logger       *slog.Logger
+	// Ready, if set, is called with the bound addresses once listening.
+	Ready func(addrs []net.Addr)
+}
+
+// Run serves until ctx is cancelled, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if len(cfg.Listen)+len(cfg.TLSListen)+len(cfg.LMTPListen) == 0 {
+		cfg.Listen = []string{"127.0.0.1:2525"}
+	}
+	h := &handler{log: log, discard: cfg.Discard}
+	if !cfg.Discard {
+		dir := filepath.Join(cfg.DataDir, "maildir")
+		md, err := maildir.Open(dir, maildir.Options{NoSync: cfg.NoSync, Hostname: cfg.Hostname})
+		if err != nil {
+			return fmt.Errorf("maildir: %w", err)
+		}
+		h.md = md
+	}
+	if cfg.UsersFile != "" {
+		users, err := LoadUsers(cfg.UsersFile)
+		if err != nil {
+			return err
+		}
+		h.users = users
+	}
+	var tlsCfg *tls.Config
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	} else if len(cfg.TLSListen) > 0 {
+		return errors.New("--tls-listen needs --tls-cert and --tls-key")
+	}
+
+	newServer := func(lmtp bool) *server.Server {
+		return &server.Server{
+			Hostname:            cfg.Hostname,
+			Handler:             h,
+			TLSConfig:           tlsCfg,
+			LMTP:                lmtp,
+			MaxMessageBytes:     cfg.MaxSize,
+			MaxConnections:      cfg.MaxConns,
+			MaxConnectionsPerIP: cfg.MaxConnsIP,
+			AllowInsecureAuth:   cfg.InsecureAuth,
+			Logger:              log,
+		}
+	}
+	smtpSrv, lmtpSrv := newServer(false), newServer(true)
+
+	type bound struct {
+		srv *server.Server
+		l   net.Listener
+	}
+	var ls []bound
+	closeAll := func() {
+		for _, b := range ls {
+			b.l.Close()
+		}
+	}
+	listen := func(addrs []string, srv *server.Server, implicitTLS bool) error {
+		for _, a := range addrs {
+			l, err := net.Listen("tcp", a)
+			if err != nil {
+				return err
+			}
+			if implicitTLS {
+				l = tls.NewListener(l, tlsCfg)
+			}
+			ls = append(ls, bound{srv, l})
+		}
+		return nil
+	}
+	if err := listen(cfg.Listen, smtpSrv, false); err != nil {
+		closeAll()
+		return err
+	}
+	if err := listen(cfg.TLSListen, smtpSrv, true); err != nil {
+		closeAll()
+		return err
+	}
+	if err := listen(cfg.LMTPListen, lmtpSrv, false); err != nil {
+		closeAll()
+		return err
+	}
+	var addrs []net.Addr
+	for _, b := range ls {
+		addrs = append(addrs, b.l.Addr())
+		log.Info("listening", "addr", b.l.Addr().String(), "lmtp", b.srv.LMTP)
+	}
+	if cfg.Ready != nil {
+		cfg.Ready(addrs)
+	}
+	errc := make(chan error, len(ls))
+	for _, b := range ls {
+		go func() { errc <- b.srv.Serve(b.l) }()
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, server.ErrServerClosed) {
+			smtpSrv.Close()
+			lmtpSrv.Close()
+			return err
+		}
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, srv := range []*server.Server{smtpSrv, lmtpSrv} {
+		wg.Add(1)
+		go func() { defer wg.Done(); srv.Shutdown(sctx) }()
+	}
+	wg.Wait()
+	return nil
+}
+
+// LoadUsers reads "user:bcrypt-hash" lines; blank lines and lines starting
+// with '#' are skipped.
+func LoadUsers(path string) (map[string][]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	users := map[string][]byte{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		user, hash, ok := strings.Cut(line, ":")
+		if !ok || user == "" {
+			return nil, fmt.Errorf("%s:%d: want user:bcrypt-hash", path, n)
+		}
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", path, n, err)
+		}
+		users[user] = []byte(hash)
+	}
+	return users, sc.Err()
+}
+
+type handler struct {
+	log     *slog.Logger
+	md      *maildir.Dir
+	users   map[string][]byte
+	discard bool
+}
+
+func (h *handler) NewSession(ctx context.Context, c *server.Conn) (server.Session, error) {
+	s := &session{h: h, conn: c}
+	if h.users != nil {
+		return &authSession{s}, nil
+	}
+	return s, nil
+}
+
+type session struct {
+	h     *handler
+	conn  *server.Conn
+	from  smtp.Address
+	opts  smtp.MailOptions
+	rcpts []smtp.Address
+}
+
+// authSession adds AUTH to a session when a users file is configured.
+type authSession struct{ *session }
+
+// dummyHash is compared against for unknown users, so that a reply's
+// timing does not tell which user names exist.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("smtpkit-dummy"), bcrypt.DefaultCost)
+
+func (s *authSession) AuthPassword(ctx context.Context, identity, user, pass string) error {
+	if identity != "" && identity != user {
+		return smtp.NewError(535, smtp.EnhancedCode{5, 7, 8}, "Authorization identity not permitted")
+	}
+	hash, ok := s.h.users[user]
+	if !ok {
+		hash = dummyHash
+	}
+	if err := bcrypt.CompareHashAndPassword(hash, []byte(pass)); err != nil || !ok {
+		return server.ErrAuthFailed
+	}
+	return nil
+}
+
+func (s *session) Mail(ctx context.Context, from smtp.Address, opts *smtp.MailOptions) error {
+	// No open relay: only loopback clients and authenticated users.
+	if ip := s.conn.RemoteIP(); !ip.IsLoopback() && s.conn.AuthIdentity() == "" {
+		return smtp.NewError(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required")
+	}
+	s.from, s.opts = from, *opts
+	return nil
+}
+
+func (s *session) Rcpt(ctx context.Context, to smtp.Address, opts *smtp.RcptOptions) error {
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+
+func (s *session) Data(ctx context.Context, r io.Reader) error {
+	if s.h.discard {
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	hdr := s.conn.Received(&s.opts, s.rcpts).String()
+	name, err := s.h.md.Deliver(ctx, []byte(hdr), r)
+	if err != nil {
+		return err
+	}
+	s.h.log.Debug("delivered", "id", s.conn.ID, "file", name)
+	return nil
+}
+
+func (s *session) Reset(ctx context.Context) {
+	s.from, s.opts, s.rcpts = smtp.Address{}, smtp.MailOptions{}, s.rcpts[:0]
+}
+
+func (s *session) Close(ctx context.Context, err error) {}

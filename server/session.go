@@ -1,0 +1,877 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/smtpkit/smtpkit/smtp"
+	"github.com/smtpkit/smtpkit/smtp/wire"
+)
+
+// Transaction states.
+const (
+	stateIdle = iota // waiting for a command outside a transaction
+	stateBusy        // handling a command or in a transaction
+)
+
+type session struct {
+	srv     *Server
+	nc      net.Conn // current connection (the TLS one after STARTTLS)
+	tc      *timeoutConn
+	br      *wire.Reader
+	bw      *wire.Writer
+	conn    *Conn
+	sess    Session
+	ctx     context.Context
+	cancel  context.CancelFunc
+	counted bool
+	state   atomic.Int32
+	closeMu sync.Mutex
+
+	// transaction
+	from     *smtp.Address
+	mailOpts smtp.MailOptions
+	rcpts    []Recipient
+	rejected int // RCPTs refused in this transaction
+
+	// counters
+	errors       int
+	txCount      int
+	preHello     int
+	msgsAccepted int
+	bytesIn      int64
+	quit         bool
+	closing      bool
+	endErr       error
+	badGreeting  bool // the greeting refused service: only QUIT is served
+	authFailures int
+	start        time.Time
+}
+
+func newSession(srv *Server, c net.Conn, base context.Context) *session {
+	s := &session{srv: srv, nc: c, start: time.Now()}
+	s.conn = &Conn{ID: srv.newID(), lmtp: srv.LMTP, server: srv}
+	s.ctx, s.cancel = context.WithCancel(context.WithValue(base, connKey{}, s.conn))
+	s.tc = &timeoutConn{Conn: c, s: s}
+	s.br = wire.NewReader(s.tc, wire.CommandBufferSize)
+	s.bw = wire.NewWriter(s.tc)
+	s.br.BeforeFill = s.flush
+	return s
+}
+
+// timeoutConn sets a read deadline before each read and a write deadline
+// before each write. Deadlines move only when they would move by a second
+// or more, which keeps timer churn off the per-read path.
+type timeoutConn struct {
+	net.Conn
+	s             *session
+	readTimeout   time.Duration
+	readDeadline  time.Time
+	writeDeadline time.Time
+}
+
+func (c *timeoutConn) Read(p []byte) (int, error) {
+	now := time.Now()
+	if d := now.Add(c.readTimeout); d.Sub(c.readDeadline) > time.Second {
+		c.Conn.SetReadDeadline(d)
+		c.readDeadline = d
+	}
+	// Shutdown sets a past deadline on idle sessions; a read that starts
+	// after that must not push it back out.
+	if c.s.srv.inShutdown.Load() && c.s.state.Load() == stateIdle {
+		return 0, errShuttingDown
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *timeoutConn) Write(p []byte) (int, error) {
+	now := time.Now()
+	if d := now.Add(orDur(c.s.srv.WriteTimeout, DefaultWriteTimeout)); d.Sub(c.writeDeadline) > time.Second {
+		c.Conn.SetWriteDeadline(d)
+		c.writeDeadline = d
+	}
+	return c.Conn.Write(p)
+}
+
+var errShuttingDown = errors.New("server shutting down")
+
+func (s *session) flush() error { return s.bw.Flush() }
+
+// interruptIfIdle wakes a session blocked waiting for a command outside a
+// transaction, so that it can say 421 and close.
+func (s *session) interruptIfIdle() {
+	if s.state.Load() == stateIdle {
+		s.closeMu.Lock()
+		s.nc.SetReadDeadline(time.Unix(1, 0))
+		s.closeMu.Unlock()
+	}
+}
+
+// abort closes the connection at once (Server.Close).
+func (s *session) abort() {
+	s.cancel()
+	s.closeMu.Lock()
+	s.nc.Close()
+	s.closeMu.Unlock()
+}
+
+func (s *session) reply(code int, enh smtp.EnhancedCode, text string) {
+	if code >= 400 {
+		s.errors++
+	}
+	s.bw.Reply(code, enh, text)
+}
+
+func (s *session) replyErr(e *smtp.Error) { s.reply(e.Code, e.EnhancedCode, e.Message) }
+
+func (s *session) serve() {
+	s.srv.register(s, true)
+	defer s.finish()
+	s.tc.readTimeout = orDur(s.srv.ReadTimeout, DefaultReadTimeout)
+
+	// A PROXY-protocol listener reads its header here, on the session's
+	// goroutine, so the address the limits and hooks see is the client's.
+	s.conn.RemoteAddr, s.conn.LocalAddr = s.nc.RemoteAddr(), s.nc.LocalAddr()
+	if tc, ok := s.nc.(*tls.Conn); ok { // implicit TLS
+		hctx, cancel := context.WithTimeout(s.ctx, DefaultTLSHandshakeTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			s.endErr = fmt.Errorf("tls handshake: %w", err)
+			return
+		}
+		st := tc.ConnectionState()
+		s.conn.tls = &st
+	}
+
+	if !s.srv.admit(s) {
+		s.reply(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many connections, try again later")
+		s.endErr = errors.New("connection limit")
+		s.lingerClose()
+		return
+	}
+
+	var err error
+	s.callHook(func() error {
+		s.sess, err = s.srv.Handler.NewSession(s.ctx, s.conn)
+		return err
+	})
+	if err != nil || s.sess == nil {
+		if err == nil {
+			err = errors.New("handler returned no session")
+		}
+		e := smtp.ErrorOf(err)
+		s.endErr = err
+		if e.Permanent() {
+			// RFC 5321 3.1: refuse with 554 and then wait for QUIT.
+			s.bw.Reply(554, e.EnhancedCode, s.srv.hostname()+" "+e.Message)
+			s.badGreeting = true
+		} else {
+			s.bw.Reply(421, e.EnhancedCode, s.srv.hostname()+" "+e.Message)
+			s.lingerClose()
+			return
+		}
+	} else {
+		greet := s.srv.hostname() + " ESMTP smtpkit"
+		if s.srv.LMTP {
+			greet = s.srv.hostname() + " LMTP smtpkit"
+		}
+		s.bw.Reply(220, smtp.EnhancedCode{}, greet)
+	}
+	s.loop()
+}
+
+func (s *session) loop() {
+	maxLine := orInt(s.srv.MaxLineLength, DefaultMaxLineLength)
+	for !s.closing {
+		if s.srv.inShutdown.Load() && s.from == nil {
+			s.reply(421, smtp.EnhancedCode{4, 3, 2}, s.srv.hostname()+" Service shutting down, closing connection")
+			s.endErr = errShuttingDown
+			return
+		}
+		if s.from == nil {
+			s.state.Store(stateIdle)
+		}
+		line, err := s.br.ReadLine(maxLine)
+		s.state.Store(stateBusy)
+		if err != nil {
+			if err == wire.ErrLineTooLong {
+				s.reply(500, smtp.EnhancedCode{5, 5, 2}, "Line too long")
+				if s.tooManyErrors() {
+					return
+				}
+				continue
+			}
+			s.readFailed(err)
+			return
+		}
+		cmd, err := wire.ParseCommand(line)
+		if err != nil {
+			switch err {
+			case wire.ErrEmptyCommand:
+				s.reply(500, smtp.EnhancedCode{5, 5, 2}, "Empty command")
+			case wire.ErrBadUTF8:
+				s.reply(500, smtp.EnhancedCode{5, 5, 2}, "Invalid UTF-8 in command")
+			default:
+				s.reply(500, smtp.EnhancedCode{5, 5, 2}, "Invalid character in command")
+			}
+			if s.tooManyErrors() {
+				return
+			}
+			continue
+		}
+		s.dispatch(cmd)
+		if s.closing {
+			return
+		}
+		if s.tooManyErrors() {
+			return
+		}
+	}
+}
+
+// readFailed ends the session after a failed read, telling the client why
+// when it is still there to hear it.
+func (s *session) readFailed(err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errShuttingDown) || s.srv.inShutdown.Load() && errors.As(err, &ne) && ne.Timeout():
+		s.reply(421, smtp.EnhancedCode{4, 3, 2}, s.srv.hostname()+" Service shutting down, closing connection")
+		s.endErr = errShuttingDown
+	case errors.As(err, &ne) && ne.Timeout():
+		s.reply(421, smtp.EnhancedCode{4, 4, 2}, s.srv.hostname()+" Timeout, closing connection")
+		s.endErr = errors.New("timeout")
+	case err == wire.ErrDiscardLimit:
+		s.reply(500, smtp.EnhancedCode{5, 5, 2}, "Line too long, closing connection")
+		s.endErr = err
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
+		s.endErr = errors.New("client disconnected without QUIT")
+	default:
+		s.endErr = err
+	}
+}
+
+func (s *session) tooManyErrors() bool {
+	if s.errors >= orInt(s.srv.MaxErrors, DefaultMaxErrors) {
+		s.bw.Reply(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many errors, closing connection")
+		s.endErr = errors.New("too many errors")
+		s.closing = true
+		return true
+	}
+	return false
+}
+
+func (s *session) finish() {
+	s.bw.Flush()
+	if s.sess != nil {
+		err := s.endErr
+		if s.quit {
+			err = nil
+		}
+		s.callHook(func() error { s.sess.Close(s.ctx, err); return nil })
+	}
+	s.cancel()
+	s.closeMu.Lock()
+	s.nc.Close()
+	s.closeMu.Unlock()
+	s.br.Release()
+	s.srv.register(s, false)
+
+	outcome := "quit"
+	if !s.quit {
+		outcome = "aborted"
+		if s.endErr != nil {
+			outcome = s.endErr.Error()
+		}
+	}
+	attrs := []any{"id", s.conn.ID, "remote", s.conn.RemoteAddr.String(), "helo", s.conn.helo,
+		"tls", s.conn.tls != nil, "messages", s.msgsAccepted, "bytes", s.bytesIn,
+		"errors", s.errors, "duration", time.Since(s.start).Round(time.Millisecond), "outcome", outcome}
+	if s.conn.identity != "" {
+		attrs = append(attrs, "user", s.conn.identity)
+	}
+	s.srv.logger().Info("session", attrs...)
+}
+
+// lingerClose sends what is buffered, then reads and drops what the client
+// is still sending for a moment, so that closing with unread input does
+// not reset the connection before the client has read our reply.
+func (s *session) lingerClose() {
+	s.bw.Flush()
+	if cw, ok := s.nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	s.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	io.CopyN(io.Discard, s.nc, lingerBytes)
+	s.closing = true
+}
+
+// callHook runs user code, turning a panic into a 451 for this step.
+func (s *session) callHook(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.srv.logger().Error("panic in hook", "id", s.conn.ID, "panic", r, "stack", string(debug.Stack()))
+			err = &smtp.Error{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later", Err: fmt.Errorf("panic: %v", r)}
+		}
+	}()
+	return f()
+}
+
+func (s *session) hookErr(err error) *smtp.Error {
+	e := smtp.ErrorOf(err)
+	if e.Err != nil && e.Code >= 400 {
+		s.srv.logger().Warn("hook failed", "id", s.conn.ID, "reply", e.Code, "err", e.Err)
+	}
+	return e
+}
+
+func (s *session) dispatch(cmd wire.Command) {
+	if s.badGreeting {
+		if cmd.Verb == "QUIT" {
+			s.cmdQuit()
+			return
+		}
+		s.reply(503, smtp.EnhancedCode{5, 5, 1}, "No service here, send QUIT")
+		return
+	}
+	if s.conn.helo == "" {
+		switch cmd.Verb {
+		case "HELO", "EHLO", "LHLO", "QUIT", "STARTTLS":
+		default:
+			s.preHello++
+			if s.preHello > orInt(s.srv.MaxCommandsBeforeHello, DefaultMaxCommandsBeforeHello) {
+				s.bw.Reply(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many commands before HELO, closing connection")
+				s.endErr = errors.New("too many commands before HELO")
+				s.closing = true
+				return
+			}
+		}
+	}
+	switch cmd.Verb {
+	case "HELO", "EHLO":
+		if s.srv.LMTP {
+			s.reply(500, smtp.EnhancedCode{5, 5, 1}, "This is an LMTP server, use LHLO")
+			return
+		}
+		s.cmdHello(cmd)
+	case "LHLO":
+		if !s.srv.LMTP {
+			s.reply(500, smtp.EnhancedCode{5, 5, 1}, "Command not recognized")
+			return
+		}
+		s.cmdHello(cmd)
+	case "MAIL":
+		s.cmdMail(cmd.Arg)
+	case "RCPT":
+		s.cmdRcpt(cmd.Arg)
+	case "DATA":
+		s.cmdData(cmd.Arg)
+	case "BDAT":
+		s.cmdBDAT(cmd.Arg)
+	case "RSET":
+		if cmd.Arg != "" {
+			s.reply(501, smtp.EnhancedCode{5, 5, 4}, "RSET takes no arguments")
+			return
+		}
+		s.resetTx()
+		s.reply(250, smtp.EnhancedCode{2, 0, 0}, "OK")
+	case "NOOP":
+		s.reply(250, smtp.EnhancedCode{2, 0, 0}, "OK")
+	case "QUIT":
+		s.cmdQuit()
+	case "VRFY", "EXPN":
+		s.cmdVerify(cmd)
+	case "HELP":
+		s.reply(214, smtp.EnhancedCode{2, 0, 0}, "See RFC 5321 and https://www.rfc-editor.org/rfc/rfc5321")
+	case "STARTTLS":
+		s.cmdStartTLS(cmd.Arg)
+	case "AUTH":
+		s.cmdAuth(cmd.Arg)
+	default:
+		s.reply(500, smtp.EnhancedCode{5, 5, 2}, "Command not recognized")
+	}
+}
+
+func (s *session) cmdQuit() {
+	s.quit = true
+	s.bw.Reply(221, smtp.EnhancedCode{2, 0, 0}, s.srv.hostname()+" Bye")
+	s.closing = true
+}
+
+func (s *session) cmdHello(cmd wire.Command) {
+	name := cmd.Arg
+	if name == "" || strings.ContainsAny(name, " \t") && cmd.Verb != "HELO" {
+		s.reply(501, smtp.EnhancedCode{5, 5, 4}, "Syntax: "+cmd.Verb+" hostname")
+		return
+	}
+	if i := strings.IndexByte(name, ' '); i >= 0 { // HELO: some clients add junk
+		name = name[:i]
+	}
+	s.resetTx()
+	if hs, ok := s.sess.(HelloSession); ok {
+		if err := s.callHook(func() error { return hs.Hello(s.ctx, name) }); err != nil {
+			s.replyErr(s.hookErr(err))
+			return
+		}
+	}
+	s.conn.helo = name
+	s.conn.esmtp = cmd.Verb != "HELO"
+	s.bw.Enhanced = s.conn.esmtp && s.srv.enabled(ExtEnhancedStatusCodes)
+	if !s.conn.esmtp {
+		s.reply(250, smtp.EnhancedCode{}, s.srv.hostname())
+		return
+	}
+	lines := []string{s.srv.hostname() + " greets " + name}
+	if s.srv.enabled(ExtPipelining) {
+		lines = append(lines, "PIPELINING")
+	}
+	if s.srv.enabled(ExtSize) {
+		lines = append(lines, "SIZE "+strconv.FormatInt(s.srv.maxMessageBytes(), 10))
+	}
+	if s.srv.enabled(Ext8BitMIME) {
+		lines = append(lines, "8BITMIME")
+	}
+	if s.srv.enabled(ExtEnhancedStatusCodes) {
+		lines = append(lines, "ENHANCEDSTATUSCODES")
+	}
+	if s.srv.enabled(ExtSMTPUTF8) {
+		lines = append(lines, "SMTPUTF8")
+	}
+	if s.srv.enabled(ExtChunking) {
+		lines = append(lines, "CHUNKING")
+		if s.srv.enabled(ExtBinaryMIME) {
+			lines = append(lines, "BINARYMIME")
+		}
+	}
+	if s.srv.enabled(ExtDSN) {
+		lines = append(lines, "DSN")
+	}
+	if s.canStartTLS() {
+		lines = append(lines, "STARTTLS")
+	}
+	if mechs := s.authMechanisms(); len(mechs) > 0 && s.authAllowed() {
+		lines = append(lines, "AUTH "+strings.Join(mechs, " "))
+	}
+	s.bw.ReplyLines(250, lines)
+}
+
+func (s *session) canStartTLS() bool {
+	return s.srv.TLSConfig != nil && s.conn.tls == nil && s.srv.enabled(ExtStartTLS)
+}
+
+func (s *session) resetTx() {
+	if s.from != nil || len(s.rcpts) > 0 {
+		s.callHook(func() error { s.sess.Reset(s.ctx); return nil })
+	}
+	s.from = nil
+	s.rcpts = s.rcpts[:0]
+	s.rejected = 0
+	s.mailOpts = smtp.MailOptions{}
+}
+
+func (s *session) needHello() bool {
+	if s.conn.helo == "" {
+		s.reply(503, smtp.EnhancedCode{5, 5, 1}, "Say "+map[bool]string{false: "HELO/EHLO", true: "LHLO"}[s.srv.LMTP]+" first")
+		return false
+	}
+	return true
+}
+
+func (s *session) cmdMail(arg string) {
+	if !s.needHello() {
+		return
+	}
+	if s.from != nil {
+		s.reply(503, smtp.EnhancedCode{5, 5, 1}, "Nested MAIL command")
+		return
+	}
+	if s.txCount >= orInt(s.srv.MaxTransactions, DefaultMaxTransactions) {
+		s.bw.Reply(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many messages in one connection, closing")
+		s.endErr = errors.New("too many transactions")
+		s.closing = true
+		return
+	}
+	from, params, err := wire.ParsePathArg(arg, "FROM:")
+	if err != nil {
+		s.replyErr(pathError(err, smtp.EnhancedCode{5, 1, 7}, "sender"))
+		return
+	}
+	if from.IsPostmaster() { // a domainless postmaster is a recipient form only
+		s.reply(501, smtp.EnhancedCode{5, 1, 7}, "Invalid sender address")
+		return
+	}
+	opts, e := s.mailOptions(params)
+	if e != nil {
+		s.replyErr(e)
+		return
+	}
+	if !from.IsASCII() && !opts.UTF8 {
+		s.reply(553, smtp.EnhancedCode{5, 6, 7}, "Non-ASCII address needs SMTPUTF8")
+		return
+	}
+	if opts.Size > s.srv.maxMessageBytes() {
+		s.reply(552, smtp.EnhancedCode{5, 3, 4}, "Message size exceeds fixed limit")
+		return
+	}
+	if err := s.callHook(func() error { return s.sess.Mail(s.ctx, from, &opts) }); err != nil {
+		s.replyErr(s.hookErr(err))
+		return
+	}
+	s.from = &from
+	s.mailOpts = opts
+	s.reply(250, smtp.EnhancedCode{2, 1, 0}, "OK")
+}
+
+// pathError maps a path parser error to its reply; enh is the enhanced
+// code for a bad address in this command (5.1.7 sender, 5.1.3 recipient).
+func pathError(err error, enh smtp.EnhancedCode, what string) *smtp.Error {
+	switch {
+	case errors.Is(err, smtp.ErrNeedsSMTPUTF8):
+		return smtp.NewError(553, smtp.EnhancedCode{5, 6, 7}, "Non-ASCII address needs SMTPUTF8")
+	case errors.Is(err, smtp.ErrPathTooLong), errors.Is(err, smtp.ErrLocalTooLong), errors.Is(err, smtp.ErrDomainTooLong):
+		return smtp.NewError(501, enh, "Path too long")
+	case errors.Is(err, wire.ErrParamSyntax):
+		return smtp.NewError(501, smtp.EnhancedCode{5, 5, 4}, "Malformed parameter")
+	}
+	return smtp.NewError(501, enh, "Invalid "+what+" address syntax")
+}
+
+func (s *session) mailOptions(params []wire.Param) (smtp.MailOptions, *smtp.Error) {
+	var o smtp.MailOptions
+	bad := func(msg string) (smtp.MailOptions, *smtp.Error) {
+		return o, smtp.NewError(501, smtp.EnhancedCode{5, 5, 4}, msg)
+	}
+	seen := map[string]bool{}
+	for _, p := range params {
+		if seen[p.Key] {
+			return bad("Duplicate parameter " + p.Key)
+		}
+		seen[p.Key] = true
+		switch {
+		case p.Key == "SIZE" && s.srv.enabled(ExtSize):
+			n, err := strconv.ParseInt(p.Value, 10, 64)
+			if err != nil || n < 0 {
+				return bad("Invalid SIZE")
+			}
+			o.Size = n
+		case p.Key == "BODY" && s.srv.enabled(Ext8BitMIME):
+			switch smtp.BodyType(strings.ToUpper(p.Value)) {
+			case smtp.Body7Bit:
+				o.Body = smtp.Body7Bit
+			case smtp.Body8BitMIME:
+				o.Body = smtp.Body8BitMIME
+			case smtp.BodyBinaryMIME:
+				if !s.srv.enabled(ExtBinaryMIME) || !s.srv.enabled(ExtChunking) {
+					return o, smtp.NewError(555, smtp.EnhancedCode{5, 5, 4}, "BODY=BINARYMIME not supported")
+				}
+				o.Body = smtp.BodyBinaryMIME
+			default:
+				return bad("Invalid BODY")
+			}
+		case p.Key == "SMTPUTF8" && s.srv.enabled(ExtSMTPUTF8):
+			if !p.Bare {
+				return bad("SMTPUTF8 takes no value")
+			}
+			o.UTF8 = true
+		case p.Key == "RET" && s.srv.enabled(ExtDSN):
+			switch smtp.DSNReturn(strings.ToUpper(p.Value)) {
+			case smtp.ReturnFull:
+				o.Return = smtp.ReturnFull
+			case smtp.ReturnHeaders:
+				o.Return = smtp.ReturnHeaders
+			default:
+				return bad("Invalid RET")
+			}
+		case p.Key == "ENVID" && s.srv.enabled(ExtDSN):
+			v, err := smtp.DecodeXtext(p.Value)
+			if err != nil || len(v) > 100 { // RFC 3461 4.4: at most 100 characters
+				return bad("Invalid ENVID")
+			}
+			o.EnvelopeID = v
+		case p.Key == "AUTH" && s.authAllowed() && len(s.authMechanisms()) > 0:
+			// RFC 4954 5: trust it only from an authenticated client.
+			if p.Value == "<>" {
+				o.Auth = "<>"
+				break
+			}
+			v, err := smtp.DecodeXtext(p.Value)
+			if err != nil {
+				return bad("Invalid AUTH")
+			}
+			if s.conn.identity != "" {
+				o.Auth = v
+			}
+		default:
+			return o, smtp.NewError(555, smtp.EnhancedCode{5, 5, 4}, "Unsupported parameter "+p.Key)
+		}
+	}
+	return o, nil
+}
+
+func (s *session) cmdRcpt(arg string) {
+	if s.from == nil {
+		s.reply(503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL before RCPT")
+		return
+	}
+	to, params, err := wire.ParsePathArg(arg, "TO:")
+	if err != nil {
+		s.replyErr(pathError(err, smtp.EnhancedCode{5, 1, 3}, "recipient"))
+		return
+	}
+	if to.IsNull() {
+		s.reply(501, smtp.EnhancedCode{5, 1, 3}, "Invalid recipient address syntax")
+		return
+	}
+	if !to.IsASCII() && !s.mailOpts.UTF8 {
+		s.reply(553, smtp.EnhancedCode{5, 6, 7}, "Non-ASCII address needs SMTPUTF8")
+		return
+	}
+	if len(s.rcpts) >= orInt(s.srv.MaxRecipients, DefaultMaxRecipients) {
+		// RFC 5321 4.5.3.1.10: 452, and the client sends the rest later.
+		s.reply(452, smtp.EnhancedCode{4, 5, 3}, "Too many recipients")
+		return
+	}
+	var opts smtp.RcptOptions
+	for _, p := range params {
+		switch {
+		case p.Key == "NOTIFY" && s.srv.enabled(ExtDSN) && opts.Notify == nil:
+			n, err := smtp.ParseNotify(p.Value)
+			if err != nil {
+				s.reply(501, smtp.EnhancedCode{5, 5, 4}, "Invalid NOTIFY")
+				return
+			}
+			opts.Notify = n
+		case p.Key == "ORCPT" && s.srv.enabled(ExtDSN) && opts.OriginalRecipientType == "":
+			typ, val, ok := strings.Cut(p.Value, ";")
+			dec, err := smtp.DecodeXtext(val)
+			if !ok || typ == "" || err != nil || val == "" {
+				s.reply(501, smtp.EnhancedCode{5, 5, 4}, "Invalid ORCPT")
+				return
+			}
+			opts.OriginalRecipientType, opts.OriginalRecipient = typ, dec
+		default:
+			s.reply(555, smtp.EnhancedCode{5, 5, 4}, "Unsupported parameter "+p.Key)
+			return
+		}
+	}
+	if err := s.callHook(func() error { return s.sess.Rcpt(s.ctx, to, &opts) }); err != nil {
+		s.rejected++
+		s.replyErr(s.hookErr(err))
+		return
+	}
+	s.rcpts = append(s.rcpts, Recipient{Address: to, Options: opts})
+	s.reply(250, smtp.EnhancedCode{2, 1, 5}, "OK")
+}
+
+func (s *session) cmdVerify(cmd wire.Command) {
+	vs, ok := s.sess.(VerifySession)
+	if !ok || cmd.Arg == "" {
+		if cmd.Arg == "" {
+			s.reply(501, smtp.EnhancedCode{5, 5, 4}, "Argument required")
+			return
+		}
+		s.reply(252, smtp.EnhancedCode{2, 5, 0}, "Cannot verify, but will accept the message and attempt delivery")
+		return
+	}
+	var lines []string
+	err := s.callHook(func() error {
+		if cmd.Verb == "VRFY" {
+			l, err := vs.Verify(s.ctx, cmd.Arg)
+			lines = []string{l}
+			return err
+		}
+		var err error
+		lines, err = vs.Expand(s.ctx, cmd.Arg)
+		return err
+	})
+	if err != nil {
+		s.replyErr(s.hookErr(err))
+		return
+	}
+	s.reply(250, smtp.EnhancedCode{2, 1, 5}, strings.Join(lines, "\n"))
+}
+
+// txReady checks that a body may follow: MAIL and at least one RCPT
+// accepted (RFC 5321 3.3: 503, or 554 when every RCPT was refused).
+func (s *session) txReady() bool {
+	if s.from == nil {
+		s.reply(503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command")
+		return false
+	}
+	if len(s.rcpts) == 0 {
+		if s.rejected > 0 {
+			s.reply(554, smtp.EnhancedCode{5, 5, 1}, "No valid recipients")
+		} else {
+			s.reply(503, smtp.EnhancedCode{5, 5, 1}, "Need RCPT command")
+		}
+		return false
+	}
+	return true
+}
+
+func (s *session) cmdData(arg string) {
+	if arg != "" {
+		s.reply(501, smtp.EnhancedCode{5, 5, 4}, "DATA takes no arguments")
+		return
+	}
+	if !s.txReady() {
+		return
+	}
+	if s.mailOpts.Body == smtp.BodyBinaryMIME {
+		// RFC 3030 3: BINARYMIME content can only go with BDAT.
+		s.reply(503, smtp.EnhancedCode{5, 5, 1}, "BODY=BINARYMIME requires BDAT")
+		return
+	}
+	s.bw.Reply(354, smtp.EnhancedCode{}, "Start mail input; end with <CRLF>.<CRLF>")
+	s.tc.readTimeout = orDur(s.srv.DataTimeout, DefaultDataTimeout)
+	dr := wire.NewDotReader(s.br, s.srv.maxMessageBytes(), orInt(s.srv.MaxTextLineLength, DefaultMaxTextLineLength))
+	results := s.runData(dr)
+	rerr := dr.Drain()
+	s.tc.readTimeout = orDur(s.srv.ReadTimeout, DefaultReadTimeout)
+	s.br.Release()
+	s.bytesIn += dr.Size()
+	switch {
+	case rerr == wire.ErrBareLineEnding:
+		s.reply(550, smtp.EnhancedCode{5, 5, 2}, "Bare CR or LF in message data is not allowed, closing connection")
+		s.endErr = rerr
+		s.resetTx()
+		s.lingerClose()
+		return
+	case rerr != nil && rerr != wire.ErrTooBig && rerr != wire.ErrTextLineTooLong:
+		s.readFailed(rerr)
+		s.closing = true
+		return
+	}
+	s.finishTx(bodyError(rerr), results)
+}
+
+// bodyError maps a body reader's failure to its reply.
+func bodyError(err error) *smtp.Error {
+	switch err {
+	case nil:
+		return nil
+	case wire.ErrTooBig:
+		return smtp.NewError(552, smtp.EnhancedCode{5, 3, 4}, "Message size exceeds fixed limit")
+	case wire.ErrTextLineTooLong:
+		return smtp.NewError(554, smtp.EnhancedCode{5, 6, 0}, "Message line too long")
+	}
+	return smtp.ErrorOf(err)
+}
+
+// runData hands the body to the session and returns one result per
+// accepted recipient (all the same unless the session speaks LMTP).
+func (s *session) runData(r io.Reader) []error {
+	results := make([]error, len(s.rcpts))
+	if ls, ok := s.sess.(LMTPSession); ok && s.srv.LMTP {
+		st := &LMTPStatus{errs: results, set: make([]bool, len(s.rcpts))}
+		for _, rc := range s.rcpts {
+			st.rcpts = append(st.rcpts, rc.Address)
+		}
+		err := s.callHook(func() error { return ls.LMTPData(s.ctx, r, st) })
+		for i := range results {
+			if !st.set[i] {
+				results[i] = err
+			}
+		}
+		return results
+	}
+	err := s.callHook(func() error { return s.sess.Data(s.ctx, r) })
+	for i := range results {
+		results[i] = err
+	}
+	return results
+}
+
+// finishTx sends the reply (or, for LMTP, replies) ending a transaction.
+// A body that broke a limit overrides whatever the session said, so a
+// message cut short is never acknowledged.
+func (s *session) finishTx(bodyErr *smtp.Error, results []error) {
+	n := 1
+	if s.srv.LMTP {
+		n = len(s.rcpts)
+	}
+	accepted := false
+	for i := 0; i < n; i++ {
+		var e *smtp.Error
+		if bodyErr != nil {
+			e = bodyErr
+		} else if results[i] != nil {
+			e = s.hookErr(results[i])
+		}
+		switch {
+		case e == nil:
+			accepted = true
+			s.reply(250, smtp.EnhancedCode{2, 0, 0}, "OK: queued as "+s.conn.ID)
+		case e.Code >= 200 && e.Code < 300:
+			accepted = true
+			s.replyErr(e)
+		default:
+			s.replyErr(e)
+		}
+	}
+	if accepted {
+		s.msgsAccepted++
+	}
+	s.txCount++
+	s.resetTx()
+}
+
+func (s *session) cmdStartTLS(arg string) {
+	if !s.canStartTLS() {
+		if s.conn.tls != nil {
+			s.reply(503, smtp.EnhancedCode{5, 5, 1}, "TLS already active")
+		} else {
+			s.reply(502, smtp.EnhancedCode{5, 5, 1}, "STARTTLS not available")
+		}
+		return
+	}
+	if arg != "" {
+		s.reply(501, smtp.EnhancedCode{5, 5, 4}, "STARTTLS takes no arguments")
+		return
+	}
+	if s.from != nil || s.conn.identity != "" {
+		s.reply(503, smtp.EnhancedCode{5, 5, 1}, "STARTTLS not allowed now")
+		return
+	}
+	s.bw.Reply(220, smtp.EnhancedCode{2, 0, 0}, "Ready to start TLS")
+	if err := s.bw.Flush(); err != nil {
+		s.endErr = err
+		s.closing = true
+		return
+	}
+	// RFC 3207 4.2 and CVE-2011-0411: anything the client pipelined after
+	// STARTTLS was sent in the clear; throw it away, never execute it.
+	tlsConn := tls.Server(s.nc, s.srv.TLSConfig)
+	hctx, cancel := context.WithTimeout(s.ctx, DefaultTLSHandshakeTimeout)
+	err := tlsConn.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		s.endErr = fmt.Errorf("starttls handshake: %w", err)
+		s.closing = true
+		return
+	}
+	s.closeMu.Lock()
+	s.nc = tlsConn
+	s.closeMu.Unlock()
+	s.tc.Conn = tlsConn
+	s.tc.readDeadline, s.tc.writeDeadline = time.Time{}, time.Time{}
+	s.br.Reset(s.tc)
+	s.bw.Reset(s.tc)
+	st := tlsConn.ConnectionState()
+	// RFC 3207 4.2: forget everything learnt before the handshake.
+	s.resetTx()
+	s.conn.tls = &st
+	s.conn.helo = ""
+	s.conn.esmtp = false
+	s.bw.Enhanced = false
+}

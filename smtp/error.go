@@ -1,0 +1,92 @@
+package smtp
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// EnhancedCode is an RFC 3463 enhanced status code, class.subject.detail.
+// The zero value means "none": the reply carries only its basic code.
+type EnhancedCode [3]int
+
+// String formats the code as "5.1.1"; the zero value formats as "".
+func (c EnhancedCode) String() string {
+	if c == (EnhancedCode{}) {
+		return ""
+	}
+	return strconv.Itoa(c[0]) + "." + strconv.Itoa(c[1]) + "." + strconv.Itoa(c[2])
+}
+
+// Error is an SMTP reply that ends a step: a rejection (5xx), a deferral
+// (4xx), or, from a remote server, any reply that was not the one wanted.
+//
+// Message is what the client is shown; Err is the cause, for logs only, so
+// that internal detail never leaks into a reply.
+type Error struct {
+	Code         int
+	EnhancedCode EnhancedCode
+	Message      string
+	Err          error
+}
+
+// NewError returns an Error with the given reply.
+func NewError(code int, enh EnhancedCode, msg string) *Error {
+	return &Error{Code: code, EnhancedCode: enh, Message: msg}
+}
+
+// Errorf returns an Error whose message is formatted like fmt.Sprintf.
+func Errorf(code int, enh EnhancedCode, format string, args ...any) *Error {
+	return &Error{Code: code, EnhancedCode: enh, Message: fmt.Sprintf(format, args...)}
+}
+
+// Wrap returns an Error with the given reply whose cause is err.
+func Wrap(code int, enh EnhancedCode, msg string, err error) *Error {
+	return &Error{Code: code, EnhancedCode: enh, Message: msg, Err: err}
+}
+
+func (e *Error) Error() string {
+	s := strconv.Itoa(e.Code)
+	if ec := e.EnhancedCode.String(); ec != "" {
+		s += " " + ec
+	}
+	s += " " + e.Message
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Temporary reports whether the reply is a 4xx: the sender should try again.
+func (e *Error) Temporary() bool { return e.Code >= 400 && e.Code < 500 }
+
+// Permanent reports whether the reply is a 5xx.
+func (e *Error) Permanent() bool { return e.Code >= 500 && e.Code < 600 }
+
+// ErrorOf returns the reply that err stands for. An *Error anywhere in err's
+// chain is returned as it is; any other error becomes 451 4.3.0 with err as
+// its cause. Untyped errors are temporary on purpose: a bug or an outage in a
+// hook must make the client retry, never make it bounce mail for good.
+func ErrorOf(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var se *Error
+	if errors.As(err, &se) {
+		return se
+	}
+	return &Error{Code: 451, EnhancedCode: EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later", Err: err}
+}
+
+// Common replies, as constructors so that no caller can change a shared value.
+
+// Reject returns 550 5.7.1 with msg: refused by policy.
+func Reject(msg string) *Error { return NewError(550, EnhancedCode{5, 7, 1}, msg) }
+
+// Defer returns 451 4.7.1 with msg: refused for now by policy, try later.
+func Defer(msg string) *Error { return NewError(451, EnhancedCode{4, 7, 1}, msg) }
+
+// NoSuchUser returns 550 5.1.1: the recipient mailbox does not exist.
+func NoSuchUser() *Error { return NewError(550, EnhancedCode{5, 1, 1}, "No such user here") }

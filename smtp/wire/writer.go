@@ -1,0 +1,102 @@
+package wire
+
+import (
+	"bufio"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/smtpkit/smtpkit/smtp"
+)
+
+// Writer writes replies into a buffer; nothing reaches the connection until
+// Flush. The server flushes before it blocks for input, so a pipelined
+// batch of commands gets its replies in one write (RFC 2920 3.2).
+type Writer struct {
+	bw *bufio.Writer
+	// Enhanced puts the enhanced status code on every line of 2xx, 4xx and
+	// 5xx replies (RFC 2034 3). Set once the client has said EHLO.
+	Enhanced bool
+}
+
+// NewWriter returns a Writer over w.
+func NewWriter(w io.Writer) *Writer { return &Writer{bw: bufio.NewWriterSize(w, 4096)} }
+
+// Reset makes the writer write to w, dropping anything unflushed.
+func (w *Writer) Reset(wr io.Writer) { w.bw.Reset(wr) }
+
+// Flush sends the buffered replies.
+func (w *Writer) Flush() error {
+	if w.bw.Buffered() == 0 {
+		return nil
+	}
+	return w.bw.Flush()
+}
+
+// Buffered returns the number of bytes waiting for Flush.
+func (w *Writer) Buffered() int { return w.bw.Buffered() }
+
+// Reply writes one reply. Text may hold several lines separated by "\n";
+// each becomes a continuation line. CR and other control characters in the
+// text are replaced, so no reply can be split by what a hook put in it.
+func (w *Writer) Reply(code int, enh smtp.EnhancedCode, text string) {
+	withEnh := w.Enhanced && enh != (smtp.EnhancedCode{}) && code >= 200 && code != 354 && code < 600
+	for {
+		line, rest, more := strings.Cut(text, "\n")
+		w.bw.WriteString(strconv.Itoa(code))
+		if more {
+			w.bw.WriteByte('-')
+		} else {
+			w.bw.WriteByte(' ')
+		}
+		if withEnh {
+			w.bw.WriteString(enh.String())
+			if line != "" {
+				w.bw.WriteByte(' ')
+			}
+		}
+		writeClean(w.bw, line)
+		w.bw.WriteString("\r\n")
+		if !more {
+			return
+		}
+		text = rest
+	}
+}
+
+// ReplyLines writes a multi-line reply from separate lines, as EHLO's.
+func (w *Writer) ReplyLines(code int, lines []string) {
+	for i, l := range lines {
+		w.bw.WriteString(strconv.Itoa(code))
+		if i == len(lines)-1 {
+			w.bw.WriteByte(' ')
+		} else {
+			w.bw.WriteByte('-')
+		}
+		writeClean(w.bw, l)
+		w.bw.WriteString("\r\n")
+	}
+}
+
+// ReplyError writes the reply an error carries.
+func (w *Writer) ReplyError(e *smtp.Error) { w.Reply(e.Code, e.EnhancedCode, e.Message) }
+
+// Raw writes bytes as they are: for the client's commands.
+func (w *Writer) Raw(p []byte) (int, error) { return w.bw.Write(p) }
+
+func writeClean(bw *bufio.Writer, s string) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			// Slow path: copy byte by byte.
+			for j := 0; j < len(s); j++ {
+				if c := s[j]; c < 0x20 || c == 0x7f {
+					bw.WriteByte(' ')
+				} else {
+					bw.WriteByte(c)
+				}
+			}
+			return
+		}
+	}
+	bw.WriteString(s)
+}

@@ -7,3 +7,5 @@ require (
 	github.com/pires/go-proxyproto v0.11.0
 	golang.org/x/crypto v0.59.0
 )
+
+require golang.org/x/sys v0.50.0

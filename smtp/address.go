@@ -64,10 +64,16 @@ func (a Address) IP() (netip.Addr, bool) {
 	d = d[1 : len(d)-1]
 	if len(d) > 5 && strings.EqualFold(d[:5], "IPv6:") {
 		ip, err := netip.ParseAddr(d[5:])
-		return ip, err == nil && ip.Is6()
+		if err != nil || !ip.Is6() || ip.Zone() != "" {
+			return netip.Addr{}, false
+		}
+		return ip, true
 	}
 	ip, err := netip.ParseAddr(d)
-	return ip, err == nil && ip.Is4()
+	if err != nil || !ip.Is4() {
+		return netip.Addr{}, false
+	}
+	return ip, true
 }
 
 // Errors from the path parser. The server maps them to 501 or 553 replies
@@ -91,144 +97,188 @@ var (
 // The null path "<>" is returned as the zero Address; callers parsing a
 // forward-path reject it. A missing pair of angle brackets is tolerated
 // ("MAIL FROM:user@example.com"), as Postfix and most receivers do, since
-// the address itself is still unambiguous.
+// the address itself is still unambiguous; without brackets the path must
+// be followed by a space or the end of s.
+//
+// The path is read left to right by its grammar, so a '>' or '@' inside a
+// quoted local part or an address literal cannot end it early. A part that
+// is too long fails with ErrLocalTooLong, ErrDomainTooLong or, when the
+// parts are fine but the whole is not, ErrPathTooLong (RFC 5321 4.5.3.1).
 func ParsePath(s string, utf8 bool) (Address, string, error) {
-	if len(s) == 0 {
-		return Address{}, s, ErrPathSyntax
-	}
-	var inner, rest string
-	if s[0] == '<' {
-		end := closingBracket(s)
-		if end < 0 {
-			return Address{}, s, ErrPathSyntax
-		}
-		if end+1 > MaxPathLength {
-			return Address{}, s, ErrPathTooLong
-		}
-		inner, rest = s[1:end], s[end+1:]
-	} else {
-		end := strings.IndexByte(s, ' ')
-		if end < 0 {
-			end = len(s)
-		}
-		inner, rest = s[:end], s[end:]
-		if len(inner)+2 > MaxPathLength {
-			return Address{}, s, ErrPathTooLong
-		}
-		if inner == "" {
-			return Address{}, s, ErrPathSyntax
+	bracket := s != "" && s[0] == '<'
+	i := 0
+	if bracket {
+		i = 1
+		if len(s) > 1 && s[1] == '>' {
+			return Address{}, s[2:], nil
 		}
 	}
-	if inner == "" {
-		return Address{}, rest, nil
-	}
-	if inner[0] == '@' { // source route: skip "@dom,@dom:"
-		colon := strings.IndexByte(inner, ':')
-		if colon < 0 {
-			return Address{}, s, ErrPathSyntax
-		}
-		for _, hop := range strings.Split(inner[:colon], ",") {
-			if len(hop) < 2 || hop[0] != '@' || !isDomain(hop[1:], utf8) {
+	start := i
+	if i < len(s) && s[i] == '@' { // source route: "@dom,@dom:"
+		for {
+			if i >= len(s) || s[i] != '@' {
 				return Address{}, s, ErrPathSyntax
 			}
+			j := scanDomain(s, i+1)
+			if !isDomain(s[i+1:j], true) {
+				return Address{}, s, ErrPathSyntax
+			}
+			if j < len(s) && s[j] == ',' {
+				i = j + 1
+				continue
+			}
+			if j < len(s) && s[j] == ':' {
+				i = j + 1
+				break
+			}
+			return Address{}, s, ErrPathSyntax
 		}
-		inner = inner[colon+1:]
 	}
-	a, err := parseMailbox(inner, utf8, true)
-	return a, rest, err
+	m, err := scanMailbox(s, i, true)
+	if err != nil {
+		return Address{}, s, err
+	}
+	end := m.end
+	if bracket {
+		if end >= len(s) || s[end] != '>' {
+			return Address{}, s, ErrPathSyntax
+		}
+	} else if end < len(s) && s[end] != ' ' {
+		return Address{}, s, ErrPathSyntax
+	}
+	if err := m.check(s[start:end], utf8); err != nil {
+		return Address{}, s, err
+	}
+	if bracket {
+		end++
+		if end > MaxPathLength {
+			return Address{}, s, ErrPathTooLong
+		}
+	} else if end+2 > MaxPathLength {
+		return Address{}, s, ErrPathTooLong
+	}
+	return m.addr, s[end:], nil
 }
 
 // ParseAddress parses a bare mailbox "local@domain" (no brackets), as found
 // in configuration and headers' addr-spec. UTF-8 is allowed.
 func ParseAddress(s string) (Address, error) {
-	if len(s) > MaxPathLength-2 {
-		return Address{}, ErrPathTooLong
+	m, err := scanMailbox(s, 0, false)
+	if err != nil {
+		return Address{}, err
 	}
-	return parseMailbox(s, true, false)
-}
-
-// closingBracket finds the '>' that ends a path starting at s[0] == '<',
-// skipping quoted strings, where '>' is an ordinary character.
-func closingBracket(s string) int {
-	quoted := false
-	for i := 1; i < len(s); i++ {
-		switch c := s[i]; {
-		case quoted && c == '\\':
-			i++
-		case c == '"':
-			quoted = !quoted
-		case !quoted && c == '>':
-			return i
-		}
-	}
-	return -1
-}
-
-func parseMailbox(s string, utf8ok, postmasterOK bool) (Address, error) {
-	if !utf8.ValidString(s) {
-		return Address{}, ErrInvalidUTF8
-	}
-	if !utf8ok && !isASCII(s) {
-		return Address{}, ErrNeedsSMTPUTF8
-	}
-	var local, domain string
-	if s != "" && s[0] == '"' {
-		end := -1
-		for i := 1; i < len(s); i++ {
-			if s[i] == '\\' {
-				i++
-				continue
-			}
-			if s[i] == '"' {
-				end = i
-				break
-			}
-		}
-		if end < 0 {
-			return Address{}, ErrPathSyntax
-		}
-		q, ok := unquoteLocal(s[:end+1])
-		if !ok {
-			return Address{}, ErrPathSyntax
-		}
-		local, s = q, s[end+1:]
-		if s == "" || s[0] != '@' {
-			return Address{}, ErrPathSyntax
-		}
-		domain = s[1:]
-		if end+1 > MaxLocalPartLength {
-			return Address{}, ErrLocalTooLong
-		}
-	} else {
-		at := strings.LastIndexByte(s, '@')
-		if at < 0 {
-			if postmasterOK && strings.EqualFold(s, "postmaster") {
-				return Address{Local: s}, nil
-			}
-			return Address{}, ErrPathSyntax
-		}
-		local, domain = s[:at], s[at+1:]
-		if !isDotString(local, utf8ok) {
-			return Address{}, ErrPathSyntax
-		}
-		if len(local) > MaxLocalPartLength {
-			return Address{}, ErrLocalTooLong
-		}
-	}
-	if len(domain) > MaxDomainLength {
-		return Address{}, ErrDomainTooLong
-	}
-	if strings.HasPrefix(domain, "[") {
-		a := Address{Local: local, Domain: domain}
-		if !isAddressLiteral(domain) {
-			return Address{}, ErrAddressLiteral
-		}
-		return a, nil
-	}
-	if !isDomain(domain, utf8ok) {
+	if m.end != len(s) {
 		return Address{}, ErrPathSyntax
 	}
-	return Address{Local: local, Domain: domain}, nil
+	if err := m.check(s, true); err != nil {
+		return Address{}, err
+	}
+	if len(s)+2 > MaxPathLength {
+		return Address{}, ErrPathTooLong
+	}
+	return m.addr, nil
+}
+
+// mailbox is what scanMailbox found: the address, the length of the local
+// part as sent (with quotes and escapes), and where the mailbox ended.
+type mailbox struct {
+	addr     Address
+	localLen int
+	end      int
+}
+
+// scanMailbox reads Mailbox = Local-part "@" ( Domain / address-literal )
+// from s[i:]. It checks the syntax of the local part; check does the rest
+// once the caller knows where the path ends. With postmasterOK a bare
+// "postmaster" (RFC 5321 4.1.1.3) is a mailbox too.
+func scanMailbox(s string, i int, postmasterOK bool) (mailbox, error) {
+	var m mailbox
+	begin := i
+	if i < len(s) && s[i] == '"' {
+		i++
+		for ; i < len(s) && s[i] != '"'; i++ {
+			if s[i] == '\\' {
+				i++
+			}
+		}
+		if i >= len(s) {
+			return m, ErrPathSyntax
+		}
+		i++ // the closing quote
+		local, ok := unquoteLocal(s[begin:i])
+		if !ok {
+			return m, ErrPathSyntax
+		}
+		m.addr.Local = local
+	} else {
+		for i < len(s) && (s[i] == '.' || s[i] >= 0x80 || atextTable[s[i]]) {
+			i++
+		}
+		m.addr.Local = s[begin:i]
+		if !isDotString(m.addr.Local, true) {
+			return m, ErrPathSyntax
+		}
+	}
+	m.localLen = i - begin
+	if i >= len(s) || s[i] != '@' {
+		if postmasterOK && s[begin] != '"' && strings.EqualFold(m.addr.Local, "postmaster") {
+			m.end = i
+			return m, nil
+		}
+		return m, ErrPathSyntax
+	}
+	i++
+	if i < len(s) && s[i] == '[' {
+		j := strings.IndexByte(s[i:], ']')
+		if j < 0 {
+			return m, ErrAddressLiteral
+		}
+		m.addr.Domain, m.end = s[i:i+j+1], i+j+1
+	} else {
+		j := scanDomain(s, i)
+		m.addr.Domain, m.end = s[i:j], j
+	}
+	return m, nil
+}
+
+// check validates the mailbox's encoding, lengths and domain; path is the
+// text it was parsed from, including any source route.
+func (m *mailbox) check(path string, utf8ok bool) error {
+	if !utf8.ValidString(path) {
+		return ErrInvalidUTF8
+	}
+	if !utf8ok && !isASCII(path) {
+		return ErrNeedsSMTPUTF8
+	}
+	if m.localLen > MaxLocalPartLength {
+		return ErrLocalTooLong
+	}
+	d := m.addr.Domain
+	if len(d) > MaxDomainLength {
+		return ErrDomainTooLong
+	}
+	if d == "" && m.addr.IsPostmaster() {
+		return nil
+	}
+	if strings.HasPrefix(d, "[") {
+		if !isAddressLiteral(d) {
+			return ErrAddressLiteral
+		}
+		return nil
+	}
+	if !isDomain(d, true) {
+		return ErrPathSyntax
+	}
+	return nil
+}
+
+// scanDomain returns the end of the run of domain characters at s[i:]:
+// letters, digits, '-', '.', and the bytes of UTF-8 sequences.
+func scanDomain(s string, i int) int {
+	for i < len(s) && (isLetDig(s[i]) || s[i] == '-' || s[i] == '.' || s[i] >= 0x80) {
+		i++
+	}
+	return i
 }
 
 // isAddressLiteral checks RFC 5321 4.1.3: IPv4, "IPv6:" plus an IPv6
@@ -243,8 +293,9 @@ func isAddressLiteral(d string) bool {
 		return err == nil && ip.Is6() && ip.Zone() == ""
 	}
 	if colon := strings.IndexByte(in, ':'); colon > 0 {
+		// Standardized-tag = Ldh-str, which ends in a Let-dig.
 		tag, content := in[:colon], in[colon+1:]
-		if !isLdhStr(tag) || content == "" {
+		if !isLdhStr(tag) || !isLetDig(tag[len(tag)-1]) || content == "" {
 			return false
 		}
 		for i := 0; i < len(content); i++ {

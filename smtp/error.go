@@ -46,6 +46,9 @@ func Wrap(code int, enh EnhancedCode, msg string, err error) *Error {
 }
 
 func (e *Error) Error() string {
+	if e == nil {
+		return "smtp: <nil *Error>"
+	}
 	s := strconv.Itoa(e.Code)
 	if ec := e.EnhancedCode.String(); ec != "" {
 		s += " " + ec
@@ -57,24 +60,32 @@ func (e *Error) Error() string {
 	return s
 }
 
-func (e *Error) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.Err
+}
 
 // Temporary reports whether the reply is a 4xx: the sender should try again.
-func (e *Error) Temporary() bool { return e.Code >= 400 && e.Code < 500 }
+func (e *Error) Temporary() bool { return e != nil && e.Code >= 400 && e.Code < 500 }
 
 // Permanent reports whether the reply is a 5xx.
-func (e *Error) Permanent() bool { return e.Code >= 500 && e.Code < 600 }
+func (e *Error) Permanent() bool { return e != nil && e.Code >= 500 && e.Code < 600 }
 
 // ErrorOf returns the reply that err stands for. An *Error anywhere in err's
 // chain is returned as it is; any other error becomes 451 4.3.0 with err as
 // its cause. Untyped errors are temporary on purpose: a bug or an outage in a
 // hook must make the client retry, never make it bounce mail for good.
+//
+// A nil *Error inside a non-nil error (a hook that returned a typed nil) is
+// treated as untyped, so the result is never nil for a non-nil err.
 func ErrorOf(err error) *Error {
 	if err == nil {
 		return nil
 	}
 	var se *Error
-	if errors.As(err, &se) {
+	if errors.As(err, &se) && se != nil {
 		return se
 	}
 	return &Error{Code: 451, EnhancedCode: EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later", Err: err}

@@ -38,7 +38,7 @@ func (r Received) String() string {
 	var b strings.Builder
 	b.Grow(256)
 	b.WriteString("Received: from ")
-	helo := clean(r.Helo)
+	helo := cleanToken(r.Helo)
 	if helo == "" {
 		helo = "unknown"
 	}
@@ -46,7 +46,7 @@ func (r Received) String() string {
 	if r.RemoteIP.IsValid() || r.ReverseName != "" {
 		b.WriteString(" (")
 		if r.ReverseName != "" {
-			b.WriteString(clean(r.ReverseName))
+			b.WriteString(cleanToken(r.ReverseName))
 			b.WriteByte(' ')
 		}
 		if r.RemoteIP.IsValid() {
@@ -61,14 +61,14 @@ func (r Received) String() string {
 		b.WriteByte(')')
 	}
 	b.WriteString("\r\n\tby ")
-	b.WriteString(clean(r.By))
+	b.WriteString(cleanToken(r.By))
 	if r.With != "" {
 		b.WriteString(" with ")
-		b.WriteString(clean(r.With))
+		b.WriteString(cleanToken(r.With))
 	}
 	if r.ID != "" {
 		b.WriteString(" id ")
-		b.WriteString(clean(r.ID))
+		b.WriteString(cleanToken(r.ID))
 	}
 	if r.TLS != "" {
 		b.WriteString("\r\n\t(")
@@ -88,6 +88,17 @@ func (r Received) String() string {
 	b.WriteString(t.Format(time.RFC1123Z))
 	b.WriteString("\r\n")
 	return b.String()
+}
+
+// cleanToken is clean for a single word: a space would let a HELO name such
+// as "x by trusted.example with ESMTP" pose as more clauses of the header,
+// so spaces become '_' too.
+func cleanToken(s string) string {
+	s = clean(s)
+	if strings.IndexByte(s, ' ') < 0 {
+		return s
+	}
+	return strings.ReplaceAll(s, " ", "_")
 }
 
 // clean keeps a client-supplied token printable and on one line, and drops

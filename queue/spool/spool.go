@@ -78,14 +78,14 @@ type entry struct {
 }
 
 type segment struct {
-	num     int64
-	f       *os.File
+	num int64
+	f   *os.File
 	// written is how many bytes are appended. It changes under the
 	// spool's mutex but is read atomically by the syncer: bytes below it
 	// were written before it was raised, so a sync that starts after
 	// reading it covers them.
 	written atomic.Int64
-	refs    int   // live messages with a record here
+	refs    int // live messages with a record here
 }
 
 // Spool is a queue.Queue on local disk.
@@ -764,12 +764,12 @@ func (s *Spool) apply(seg, off int64, typ byte, p []byte) {
 
 // syncer shares fdatasyncs between concurrent writers (group commit).
 type syncer struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	busy    bool
-	noSync  bool
-	synced  map[*segment]int64
-	count   atomic.Int64 // fdatasyncs done, for tests and benchmarks
+	mu     sync.Mutex
+	cond   *sync.Cond
+	busy   bool
+	noSync bool
+	synced map[*segment]int64
+	count  atomic.Int64 // fdatasyncs done, for tests and benchmarks
 }
 
 func (y *syncer) init(noSync bool) {

@@ -21,7 +21,7 @@ type Command struct {
 // Errors from ParseCommand.
 var (
 	ErrEmptyCommand = errors.New("wire: empty command")
-	ErrBadCharacter = errors.New("wire: NUL or CR in command")
+	ErrBadCharacter = errors.New("wire: NUL, CR or LF in command")
 	ErrBadUTF8      = errors.New("wire: invalid UTF-8 in command")
 )
 
@@ -29,15 +29,18 @@ var knownVerbs = []string{"HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT"
 	"NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH"}
 
 // ParseCommand splits a command line (without its CRLF) into verb and
-// argument. A NUL or CR, or invalid UTF-8, is refused: none has a place in
-// a command, and letting them through invites injection into logs and
-// trace headers.
+// argument. A NUL, CR or LF, or invalid UTF-8 anywhere in the line, is
+// refused: none has a place in a command, and letting them through invites
+// injection into logs and trace headers.
 func ParseCommand(line []byte) (Command, error) {
 	if len(line) == 0 {
 		return Command{}, ErrEmptyCommand
 	}
-	if bytes.IndexByte(line, 0) >= 0 || bytes.IndexByte(line, '\r') >= 0 {
+	if bytes.IndexByte(line, 0) >= 0 || bytes.IndexByte(line, '\r') >= 0 || bytes.IndexByte(line, '\n') >= 0 {
 		return Command{}, ErrBadCharacter
+	}
+	if !utf8.Valid(line) {
+		return Command{}, ErrBadUTF8
 	}
 	verb, arg := line, []byte(nil)
 	if i := bytes.IndexByte(line, ' '); i >= 0 {
@@ -45,7 +48,7 @@ func ParseCommand(line []byte) (Command, error) {
 	}
 	var c Command
 	for _, k := range knownVerbs {
-		if len(k) == len(verb) && bytes.EqualFold([]byte(k), verb) {
+		if len(k) == len(verb) && equalFoldASCII(k, verb) {
 			c.Verb = k
 			break
 		}
@@ -54,9 +57,6 @@ func ParseCommand(line []byte) (Command, error) {
 		c.Verb = strings.ToUpper(string(verb))
 	}
 	if len(arg) > 0 {
-		if !utf8.Valid(arg) {
-			return c, ErrBadUTF8
-		}
 		c.Arg = string(arg)
 	}
 	return c, nil
@@ -74,8 +74,9 @@ var ErrParamSyntax = errors.New("wire: malformed parameter")
 
 // ParsePathArg parses the argument of MAIL or RCPT: prefix ("FROM:" or
 // "TO:", any case), an optional space (tolerated, as every receiver does),
-// the path, then parameters. Addresses may be UTF-8 here; the caller
-// decides whether SMTPUTF8 allows it.
+// the path, then parameters, which must be separated from the path by a
+// space (RFC 5321 4.1.1.2). Addresses may be UTF-8 here; the caller decides
+// whether SMTPUTF8 allows it.
 func ParsePathArg(arg, prefix string) (smtp.Address, []Param, error) {
 	if len(arg) < len(prefix) || !strings.EqualFold(arg[:len(prefix)], prefix) {
 		return smtp.Address{}, nil, smtp.ErrPathSyntax
@@ -85,14 +86,22 @@ func ParsePathArg(arg, prefix string) (smtp.Address, []Param, error) {
 	if err != nil {
 		return smtp.Address{}, nil, err
 	}
+	if rest != "" && rest[0] != ' ' {
+		return smtp.Address{}, nil, smtp.ErrPathSyntax
+	}
 	params, err := ParseParams(rest)
 	return addr, params, err
 }
 
-// ParseParams parses space-separated esmtp-params.
+// ParseParams parses esmtp-params separated by spaces; runs of spaces and
+// leading or trailing ones are tolerated. Any other white space is part of
+// a parameter, and so a syntax error.
 func ParseParams(s string) ([]Param, error) {
 	var out []Param
-	for f := range strings.FieldsSeq(s) {
+	for f := range strings.SplitSeq(s, " ") {
+		if f == "" {
+			continue
+		}
 		p := Param{}
 		if k, v, ok := strings.Cut(f, "="); ok {
 			p.Key, p.Value = k, v
@@ -123,6 +132,21 @@ func isKeyword(k string) bool {
 	}
 	for i := 1; i < len(k); i++ {
 		if !isLetDig(k[i]) && k[i] != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// equalFoldASCII compares a known verb with what the client sent,
+// ignoring ASCII case, without allocating.
+func equalFoldASCII(k string, b []byte) bool {
+	for i := 0; i < len(k); i++ {
+		c := b[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if k[i] != c {
 			return false
 		}
 	}

@@ -11,9 +11,9 @@ import (
 // (the sending side of SMTP smuggling), and Close adds the final CRLF if
 // the body lacked one and the terminating ".\r\n".
 type DotWriter struct {
-	w     io.Writer
-	bol   bool // at the beginning of a line
-	cr    bool // the last byte written was a CR not yet followed by LF
+	w   io.Writer
+	bol bool // at the beginning of a line
+	cr  bool // the last byte written was a CR not yet followed by LF
 }
 
 // NewDotWriter returns a DotWriter over w.

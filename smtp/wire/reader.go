@@ -192,6 +192,9 @@ func (b *Reader) discardLine() error {
 			return ErrDiscardLimit
 		}
 		if err := b.fill(); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // we are in the middle of a line
+			}
 			return err
 		}
 	}

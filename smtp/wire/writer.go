@@ -40,9 +40,13 @@ func (w *Writer) Buffered() int { return w.bw.Buffered() }
 // each becomes a continuation line. CR and other control characters in the
 // text are replaced, so no reply can be split by what a hook put in it.
 func (w *Writer) Reply(code int, enh smtp.EnhancedCode, text string) {
-	withEnh := w.Enhanced && enh != (smtp.EnhancedCode{}) && code >= 200 && code != 354 && code < 600
+	// RFC 2034 3 and RFC 3463 2: enhanced codes go with 2xx, 4xx and 5xx
+	// only; 354 and AUTH's 334 (RFC 4954 4) carry none.
+	class := code / 100
+	withEnh := w.Enhanced && enh != (smtp.EnhancedCode{}) && (class == 2 || class == 4 || class == 5)
 	for {
 		line, rest, more := strings.Cut(text, "\n")
+		line = strings.TrimSuffix(line, "\r") // text written with CRLFs
 		w.bw.WriteString(strconv.Itoa(code))
 		if more {
 			w.bw.WriteByte('-')
@@ -64,8 +68,13 @@ func (w *Writer) Reply(code int, enh smtp.EnhancedCode, text string) {
 	}
 }
 
-// ReplyLines writes a multi-line reply from separate lines, as EHLO's.
+// ReplyLines writes a multi-line reply from separate lines, as EHLO's,
+// without enhanced codes (RFC 2034 3 exempts the EHLO reply). A line
+// holding a line break has it replaced like any control character.
 func (w *Writer) ReplyLines(code int, lines []string) {
+	if len(lines) == 0 {
+		lines = []string{""}
+	}
 	for i, l := range lines {
 		w.bw.WriteString(strconv.Itoa(code))
 		if i == len(lines)-1 {

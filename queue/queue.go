@@ -53,6 +53,9 @@ type Recipient struct {
 	LastReply string `json:"last_reply,omitempty"`
 	// RemoteMTA is the host that gave LastReply, if any.
 	RemoteMTA string `json:"remote_mta,omitempty"`
+	// Notified records that the sender was told of this recipient's
+	// failure, so that it is told once.
+	Notified bool `json:"notified,omitempty"`
 }
 
 // Envelope is a message's envelope and trace of its reception.

@@ -1,0 +1,503 @@
+// Package delivery takes messages out of the queue and delivers them:
+// it schedules attempts per recipient domain with bounded concurrency,
+// retries temporary failures with exponential backoff and jitter, and
+// turns permanent failures and expiry into bounces to the sender.
+//
+// Where a message goes is a Transport's business: MX delivery, a
+// smarthost, or anything else that implements it.
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/smtpkit/smtpkit/delivery/dsn"
+	"github.com/smtpkit/smtpkit/queue"
+	"github.com/smtpkit/smtpkit/smtp"
+)
+
+// Result is the outcome of an attempt for one recipient.
+type Result struct {
+	// Err is nil when the recipient was accepted; an *smtp.Error from the
+	// remote server or from local policy; any other error is temporary.
+	Err error
+	// RemoteMTA names the host that answered, if any.
+	RemoteMTA string
+}
+
+// Transport delivers one message to some of its recipients, all in one
+// domain, in one transaction where it can.
+type Transport interface {
+	// Deliver returns one Result per index in rcpts (indexes into
+	// m.Recipients). body opens the message body; it may be called more
+	// than once (say, once per MX host tried).
+	Deliver(ctx context.Context, m *queue.Message, domain string, rcpts []int, body func() (io.ReadCloser, error)) []Result
+}
+
+// Defaults for Scheduler's zero fields.
+const (
+	DefaultMinBackoff        = 5 * time.Minute
+	DefaultMaxBackoff        = 4 * time.Hour
+	DefaultLifetime          = 5 * 24 * time.Hour
+	DefaultConcurrency       = 100
+	DefaultDomainConcurrency = 20
+)
+
+// Scheduler runs deliveries out of a queue.
+type Scheduler struct {
+	Queue     queue.Queue
+	Transport Transport
+	// Hostname is the reporting MTA in bounces.
+	Hostname string
+	// MinBackoff and MaxBackoff bound the wait between attempts, which
+	// doubles each time (with jitter); zero means 5 minutes and 4 hours.
+	MinBackoff, MaxBackoff time.Duration
+	// Lifetime is how long a message is retried before it bounces; zero
+	// means 5 days.
+	Lifetime time.Duration
+	// DelayWarning, if set, sends the sender a "delayed" notice once a
+	// message has waited this long (4 hours is usual); zero means never.
+	DelayWarning time.Duration
+	// Concurrency and DomainConcurrency cap deliveries in flight in all
+	// and per destination domain; zero means 100 and 20.
+	Concurrency, DomainConcurrency int
+	// Logger, nil means slog.Default().
+	Logger *slog.Logger
+	// Now, if set, is the clock (tests).
+	Now func() time.Time
+
+	mu       sync.Mutex
+	due      map[string]time.Time // message ID → next due time
+	inflight map[string]bool
+	domains  map[string]int
+	wake     chan struct{}
+	slots    chan struct{}
+	wg       sync.WaitGroup
+	started  bool
+}
+
+func (s *Scheduler) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Scheduler) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func or[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func (s *Scheduler) init() {
+	if s.started {
+		return
+	}
+	s.started = true
+	s.due = map[string]time.Time{}
+	s.inflight = map[string]bool{}
+	s.domains = map[string]int{}
+	s.wake = make(chan struct{}, 1)
+	s.slots = make(chan struct{}, or(s.Concurrency, DefaultConcurrency))
+}
+
+// Notify schedules a message (new, or to be retried now).
+func (s *Scheduler) Notify(id string) {
+	s.mu.Lock()
+	s.init()
+	s.due[id] = time.Time{}
+	s.mu.Unlock()
+	s.kick()
+}
+
+// RetryAll makes every queued message due now.
+func (s *Scheduler) RetryAll() {
+	s.mu.Lock()
+	s.init()
+	for id := range s.due {
+		s.due[id] = time.Time{}
+	}
+	s.mu.Unlock()
+	s.kick()
+}
+
+func (s *Scheduler) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run schedules deliveries until ctx is done, then waits for deliveries in
+// flight to end (their contexts are cancelled).
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.mu.Lock()
+	s.init()
+	s.mu.Unlock()
+	// Pick up what the queue holds: after a restart, this is the recovery.
+	err := s.Queue.Scan(ctx, func(m *queue.Message) bool {
+		s.mu.Lock()
+		s.due[m.ID] = earliest(m)
+		s.mu.Unlock()
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	defer s.wg.Wait()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		next := s.dispatch(ctx)
+		wait := time.Until(next)
+		if next.IsZero() {
+			wait = time.Hour
+		}
+		if wait < 0 {
+			wait = 0
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// earliest returns when a message is next due: its earliest pending recipient.
+func earliest(m *queue.Message) time.Time {
+	var t time.Time
+	first := true
+	for _, r := range m.Recipients {
+		if r.Status != queue.Pending {
+			continue
+		}
+		if first || r.NextAttempt.Before(t) {
+			t, first = r.NextAttempt, false
+		}
+	}
+	return t
+}
+
+// dispatch starts every due message it has room for and returns when the
+// next one is due.
+func (s *Scheduler) dispatch(ctx context.Context) time.Time {
+	now := s.now()
+	s.mu.Lock()
+	var ready []string
+	var next time.Time
+	for id, t := range s.due {
+		if s.inflight[id] {
+			continue
+		}
+		if !t.After(now) {
+			ready = append(ready, id)
+		} else if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range ready {
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			// Full: come back when a delivery ends (it kicks).
+			return time.Time{}
+		}
+		s.mu.Lock()
+		s.inflight[id] = true
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.attempt(ctx, id)
+			<-s.slots
+			s.mu.Lock()
+			delete(s.inflight, id)
+			s.mu.Unlock()
+			s.kick()
+		}()
+	}
+	return next
+}
+
+// attempt delivers the due recipients of one message, a domain at a time
+// in parallel, and records the results.
+func (s *Scheduler) attempt(ctx context.Context, id string) {
+	m, err := s.Queue.Get(ctx, id)
+	if err != nil {
+		s.mu.Lock()
+		delete(s.due, id)
+		s.mu.Unlock()
+		return
+	}
+	now := s.now()
+	byDomain := map[string][]int{}
+	for i, r := range m.Recipients {
+		if r.Status == queue.Pending && !r.NextAttempt.After(now) {
+			d := strings.ToLower(r.Address.Domain)
+			byDomain[d] = append(byDomain[d], i)
+		}
+	}
+	body := func() (io.ReadCloser, error) { return s.Queue.Body(ctx, id) }
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for domain, idx := range byDomain {
+		if !s.takeDomain(domain) {
+			// The domain is at its limit: try again shortly.
+			for _, i := range idx {
+				m.Recipients[i].NextAttempt = now.Add(time.Second)
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.releaseDomain(domain)
+			res := s.Transport.Deliver(ctx, m, domain, idx, body)
+			mu.Lock()
+			defer mu.Unlock()
+			for k, i := range idx {
+				var r Result
+				if k < len(res) {
+					r = res[k]
+				} else {
+					r.Err = errors.New("transport returned no result")
+				}
+				s.record(m, i, r, now)
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return // shutting down: what was recorded in memory is retried
+	}
+	s.finish(ctx, m, now)
+}
+
+func (s *Scheduler) takeDomain(d string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.domains[d] >= or(s.DomainConcurrency, DefaultDomainConcurrency) {
+		return false
+	}
+	s.domains[d]++
+	return true
+}
+
+func (s *Scheduler) releaseDomain(d string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.domains[d]--; s.domains[d] <= 0 {
+		delete(s.domains, d)
+	}
+}
+
+// record applies one attempt's result to a recipient.
+func (s *Scheduler) record(m *queue.Message, i int, r Result, now time.Time) {
+	rc := &m.Recipients[i]
+	rc.Attempts++
+	rc.RemoteMTA = r.RemoteMTA
+	if r.Err == nil {
+		rc.Status = queue.Delivered
+		rc.LastReply = "250 delivered"
+		s.log().Info("delivered", "id", m.ID, "rcpt", rc.Address.String(), "mta", r.RemoteMTA, "attempt", rc.Attempts)
+		return
+	}
+	e := smtp.ErrorOf(r.Err)
+	rc.LastReply = replyText(e)
+	if e.Permanent() {
+		rc.Status = queue.Failed
+		s.log().Warn("bounced", "id", m.ID, "rcpt", rc.Address.String(), "mta", r.RemoteMTA, "reply", rc.LastReply)
+		return
+	}
+	if now.Sub(m.Received) >= or(s.Lifetime, DefaultLifetime) {
+		rc.Status = queue.Failed
+		rc.LastReply = "Message expired after " + or(s.Lifetime, DefaultLifetime).String() + " in queue; last error: " + rc.LastReply
+		s.log().Warn("expired", "id", m.ID, "rcpt", rc.Address.String(), "reply", rc.LastReply)
+		return
+	}
+	rc.NextAttempt = now.Add(s.backoff(rc.Attempts))
+	s.log().Info("deferred", "id", m.ID, "rcpt", rc.Address.String(), "mta", r.RemoteMTA, "reply", rc.LastReply, "next", rc.NextAttempt.Format(time.RFC3339))
+}
+
+func replyText(e *smtp.Error) string {
+	s := e.Error()
+	if len(s) > 500 {
+		s = s[:500]
+	}
+	return s
+}
+
+// backoff doubles from MinBackoff up to MaxBackoff, with jitter of up to a
+// fifth either way so that retries of a burst spread out.
+func (s *Scheduler) backoff(attempts int) time.Duration {
+	minB, maxB := or(s.MinBackoff, DefaultMinBackoff), or(s.MaxBackoff, DefaultMaxBackoff)
+	d := minB
+	for i := 1; i < attempts && d < maxB; i++ {
+		d *= 2
+	}
+	d = min(d, maxB)
+	j := time.Duration(rand.Int64N(int64(d)/5 + 1))
+	if rand.IntN(2) == 0 {
+		return d - j
+	}
+	return min(d+j, maxB+maxB/5)
+}
+
+// finish sends the notifications a message's new state calls for, then
+// records the state. A bounce is queued before the state that makes it
+// due is recorded: after a crash between the two, a bounce may be sent
+// twice, but never not at all.
+func (s *Scheduler) finish(ctx context.Context, m *queue.Message, now time.Time) {
+	var failed []int
+	for i, r := range m.Recipients {
+		if r.Status == queue.Failed && !r.Notified {
+			failed = append(failed, i)
+		}
+	}
+	if len(failed) > 0 {
+		s.notify(ctx, m, failed, dsn.Failed, now)
+		for _, i := range failed {
+			m.Recipients[i].Notified = true
+		}
+	}
+	if dw := s.DelayWarning; dw > 0 && !m.DelayNotified && now.Sub(m.Received) >= dw {
+		var delayed []int
+		for i, r := range m.Recipients {
+			if r.Status == queue.Pending {
+				delayed = append(delayed, i)
+			}
+		}
+		if len(delayed) > 0 {
+			s.notify(ctx, m, delayed, dsn.Delayed, now)
+			m.DelayNotified = true
+		}
+	}
+	if err := s.Queue.Update(ctx, m); err != nil && !errors.Is(err, queue.ErrNotFound) {
+		s.log().Error("queue update", "id", m.ID, "err", err)
+	}
+	s.mu.Lock()
+	if m.Done() {
+		delete(s.due, m.ID)
+	} else {
+		s.due[m.ID] = earliest(m)
+	}
+	s.mu.Unlock()
+}
+
+// notify queues a DSN to the sender for the given recipients, honouring
+// their NOTIFY parameters (RFC 3461). Mail from the null sender is never
+// answered: that is how bounce loops are avoided (RFC 5321 6.1).
+func (s *Scheduler) notify(ctx context.Context, m *queue.Message, idx []int, action dsn.Action, now time.Time) {
+	if m.From.IsNull() {
+		if action == dsn.Failed {
+			s.log().Warn("bounce of a bounce dropped", "id", m.ID)
+		}
+		return
+	}
+	rep := &dsn.Report{
+		ReportingMTA: s.Hostname,
+		To:           m.From,
+		EnvelopeID:   m.MailOptions.EnvelopeID,
+		ArrivalDate:  m.Received,
+		HeadersOnly:  m.MailOptions.Return == smtp.ReturnHeaders,
+		UTF8:         m.MailOptions.UTF8,
+		Date:         now,
+	}
+	for _, i := range idx {
+		r := m.Recipients[i]
+		if !dsn.Wanted(r.Options.Notify, action) {
+			continue
+		}
+		status := smtp.EnhancedCode{5, 0, 0}
+		if action == dsn.Delayed {
+			status = smtp.EnhancedCode{4, 0, 0}
+		}
+		if ec := parseEnhanced(r.LastReply); ec != (smtp.EnhancedCode{}) {
+			status = ec
+		}
+		if strings.Contains(r.LastReply, "Message expired") {
+			status = smtp.EnhancedCode{5, 4, 7}
+		}
+		rr := dsn.Recipient{
+			Final: r.Address, OriginalRecipientType: r.Options.OriginalRecipientType, OriginalRecipient: r.Options.OriginalRecipient,
+			Action: action, Status: status, RemoteMTA: r.RemoteMTA, Diagnostic: r.LastReply, LastAttempt: now,
+		}
+		if action == dsn.Delayed {
+			rr.WillRetryUntil = m.Received.Add(or(s.Lifetime, DefaultLifetime))
+		}
+		rep.Recipients = append(rep.Recipients, rr)
+	}
+	if len(rep.Recipients) == 0 {
+		return
+	}
+	var buf bytes.Buffer
+	var orig io.Reader
+	if rc, err := s.Queue.Body(ctx, m.ID); err == nil {
+		defer rc.Close()
+		orig = rc
+	}
+	if err := dsn.Write(&buf, rep, orig); err != nil {
+		s.log().Error("writing DSN", "id", m.ID, "err", err)
+		return
+	}
+	env := &queue.Envelope{
+		MailOptions: smtp.MailOptions{UTF8: m.MailOptions.UTF8},
+		Recipients:  []queue.Recipient{{Address: m.From, Options: smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.NotifyNever}}}},
+		Received:    now,
+		Client:      "local DSN for " + m.ID,
+	}
+	id, err := s.Queue.Put(ctx, env, &buf)
+	if err != nil {
+		s.log().Error("queueing DSN", "id", m.ID, "err", err)
+		return
+	}
+	s.log().Info("dsn queued", "id", m.ID, "dsn", id, "action", string(action), "to", m.From.String())
+	s.Notify(id)
+}
+
+// parseEnhanced finds the enhanced code in a stored reply such as
+// "550 5.1.1 No such user".
+func parseEnhanced(reply string) smtp.EnhancedCode {
+	f := strings.Fields(reply)
+	if len(f) < 2 {
+		return smtp.EnhancedCode{}
+	}
+	var ec smtp.EnhancedCode
+	parts := strings.Split(f[1], ".")
+	if len(parts) != 3 {
+		return smtp.EnhancedCode{}
+	}
+	for i, p := range parts {
+		n := 0
+		for _, c := range p {
+			if c < '0' || c > '9' {
+				return smtp.EnhancedCode{}
+			}
+			n = n*10 + int(c-'0')
+		}
+		ec[i] = n
+	}
+	if ec[0] < 2 || ec[0] > 5 {
+		return smtp.EnhancedCode{}
+	}
+	return ec
+}

@@ -226,4 +226,3 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	}
 	return out, nil
 }
-

@@ -100,6 +100,7 @@ type Spool struct {
 	pending map[string][]extent // chunks of bodies being written (recovery)
 	closed  bool
 
+	lock   *os.File
 	sync   syncer
 	idSeq  atomic.Uint32
 	idTime atomic.Int64
@@ -121,6 +122,11 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
 	if err := s.recover(); err != nil {
 		s.closeFiles()
 		return nil, err
@@ -505,6 +511,10 @@ func (s *Spool) closeFiles() {
 		if sg.f != nil {
 			sg.f.Close()
 		}
+	}
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+		s.lock = nil
 	}
 }
 

@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -196,4 +197,23 @@ func BenchmarkPut(b *testing.B) {
 			})
 		}
 	}
+}
+
+func TestLocked(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Options{NoSync: true}); err == nil {
+		t.Skip("no locking on this platform")
+	} else if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: %v", err)
+	}
+	s.Close()
+	s2, err := Open(dir, Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	s2.Close()
 }

@@ -373,10 +373,17 @@ func (s *Scheduler) finish(ctx context.Context, m *queue.Message, now time.Time)
 			failed = append(failed, i)
 		}
 	}
+	retryNotify := false
 	if len(failed) > 0 {
-		s.notify(ctx, m, failed, dsn.Failed, now)
-		for _, i := range failed {
-			m.Recipients[i].Notified = true
+		if err := s.notify(ctx, m, failed, dsn.Failed, now); err != nil {
+			// Keep them unnotified: the message stays queued and the
+			// bounce is tried again, rather than lost.
+			s.log().Error("queueing bounce", "id", m.ID, "err", err)
+			retryNotify = true
+		} else {
+			for _, i := range failed {
+				m.Recipients[i].Notified = true
+			}
 		}
 	}
 	if dw := s.DelayWarning; dw > 0 && !m.DelayNotified && now.Sub(m.Received) >= dw {
@@ -387,17 +394,23 @@ func (s *Scheduler) finish(ctx context.Context, m *queue.Message, now time.Time)
 			}
 		}
 		if len(delayed) > 0 {
-			s.notify(ctx, m, delayed, dsn.Delayed, now)
-			m.DelayNotified = true
+			if err := s.notify(ctx, m, delayed, dsn.Delayed, now); err != nil {
+				s.log().Error("queueing delay notice", "id", m.ID, "err", err)
+			} else {
+				m.DelayNotified = true
+			}
 		}
 	}
 	if err := s.Queue.Update(ctx, m); err != nil && !errors.Is(err, queue.ErrNotFound) {
 		s.log().Error("queue update", "id", m.ID, "err", err)
 	}
 	s.mu.Lock()
-	if m.Done() {
+	switch {
+	case m.Done():
 		delete(s.due, m.ID)
-	} else {
+	case retryNotify:
+		s.due[m.ID] = now.Add(or(s.MinBackoff, DefaultMinBackoff))
+	default:
 		s.due[m.ID] = earliest(m)
 	}
 	s.mu.Unlock()
@@ -406,12 +419,12 @@ func (s *Scheduler) finish(ctx context.Context, m *queue.Message, now time.Time)
 // notify queues a DSN to the sender for the given recipients, honouring
 // their NOTIFY parameters (RFC 3461). Mail from the null sender is never
 // answered: that is how bounce loops are avoided (RFC 5321 6.1).
-func (s *Scheduler) notify(ctx context.Context, m *queue.Message, idx []int, action dsn.Action, now time.Time) {
+func (s *Scheduler) notify(ctx context.Context, m *queue.Message, idx []int, action dsn.Action, now time.Time) error {
 	if m.From.IsNull() {
 		if action == dsn.Failed {
 			s.log().Warn("bounce of a bounce dropped", "id", m.ID)
 		}
-		return
+		return nil
 	}
 	rep := &dsn.Report{
 		ReportingMTA: s.Hostname,
@@ -447,7 +460,7 @@ func (s *Scheduler) notify(ctx context.Context, m *queue.Message, idx []int, act
 		rep.Recipients = append(rep.Recipients, rr)
 	}
 	if len(rep.Recipients) == 0 {
-		return
+		return nil
 	}
 	var buf bytes.Buffer
 	var orig io.Reader
@@ -456,8 +469,7 @@ func (s *Scheduler) notify(ctx context.Context, m *queue.Message, idx []int, act
 		orig = rc
 	}
 	if err := dsn.Write(&buf, rep, orig); err != nil {
-		s.log().Error("writing DSN", "id", m.ID, "err", err)
-		return
+		return err
 	}
 	env := &queue.Envelope{
 		MailOptions: smtp.MailOptions{UTF8: m.MailOptions.UTF8},
@@ -467,11 +479,11 @@ func (s *Scheduler) notify(ctx context.Context, m *queue.Message, idx []int, act
 	}
 	id, err := s.Queue.Put(ctx, env, &buf)
 	if err != nil {
-		s.log().Error("queueing DSN", "id", m.ID, "err", err)
-		return
+		return err
 	}
 	s.log().Info("dsn queued", "id", m.ID, "dsn", id, "action", string(action), "to", m.From.String())
 	s.Notify(id)
+	return nil
 }
 
 // parseEnhanced finds the enhanced code in a stored reply such as

@@ -53,8 +53,9 @@ type Recipient struct {
 	LastReply string `json:"last_reply,omitempty"`
 	// RemoteMTA is the host that gave LastReply, if any.
 	RemoteMTA string `json:"remote_mta,omitempty"`
-	// Notified records that the sender was told of this recipient's
-	// failure, so that it is told once.
+	// Notified records that this recipient's failure was dealt with: the
+	// sender was sent a bounce, or wanted none. A Failed recipient not yet
+	// Notified keeps the message queued until it is.
 	Notified bool `json:"notified,omitempty"`
 }
 
@@ -79,10 +80,11 @@ type Message struct {
 	DelayNotified bool `json:"delay_notified,omitempty"`
 }
 
-// Done reports whether no recipient is Pending.
+// Done reports whether nothing is left to do: every recipient delivered,
+// or failed with its sender told (or not wanting to be).
 func (m *Message) Done() bool {
 	for _, r := range m.Recipients {
-		if r.Status == Pending {
+		if r.Status == Pending || r.Status == Failed && !r.Notified {
 			return false
 		}
 	}

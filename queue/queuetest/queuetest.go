@@ -137,6 +137,14 @@ func testUpdate(t *testing.T, open func() queue.Queue) {
 	if err := q.Update(ctx, got); err != nil {
 		t.Fatal(err)
 	}
+	// Failed but not yet bounced: still queued, so the bounce is not lost.
+	if _, err := q.Get(ctx, id); err != nil {
+		t.Fatalf("a failed recipient awaiting its bounce must keep the message: %v", err)
+	}
+	got.Recipients[1].Notified = true
+	if err := q.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := q.Get(ctx, id); !errors.Is(err, queue.ErrNotFound) {
 		t.Fatalf("a message with every recipient final must be gone: %v", err)
 	}
@@ -180,6 +188,7 @@ func testReopen(t *testing.T, open func() queue.Queue) {
 	// One done, one deleted, one half-delivered.
 	m, _ := q.Get(ctx, ids[0])
 	m.Recipients[0].Status, m.Recipients[1].Status = queue.Delivered, queue.Failed
+	m.Recipients[1].Notified = true
 	q.Update(ctx, m)
 	delete(want, ids[0])
 	q.Delete(ctx, ids[1])

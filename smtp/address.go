@@ -30,7 +30,9 @@ type Address struct {
 func (a Address) IsNull() bool { return a.Local == "" && a.Domain == "" }
 
 // IsPostmaster reports whether a is the bare, domainless "postmaster".
-func (a Address) IsPostmaster() bool { return a.Domain == "" && strings.EqualFold(a.Local, "postmaster") }
+func (a Address) IsPostmaster() bool {
+	return a.Domain == "" && strings.EqualFold(a.Local, "postmaster")
+}
 
 // IsASCII reports whether the address needs no SMTPUTF8.
 func (a Address) IsASCII() bool { return isASCII(a.Local) && isASCII(a.Domain) }
@@ -182,9 +184,10 @@ func ParseAddress(s string) (Address, error) {
 // mailbox is what scanMailbox found: the address, the length of the local
 // part as sent (with quotes and escapes), and where the mailbox ended.
 type mailbox struct {
-	addr     Address
-	localLen int
-	end      int
+	addr       Address
+	localLen   int
+	end        int
+	postmaster bool // the bare "postmaster", with no "@"
 }
 
 // scanMailbox reads Mailbox = Local-part "@" ( Domain / address-literal )
@@ -222,7 +225,7 @@ func scanMailbox(s string, i int, postmasterOK bool) (mailbox, error) {
 	m.localLen = i - begin
 	if i >= len(s) || s[i] != '@' {
 		if postmasterOK && s[begin] != '"' && strings.EqualFold(m.addr.Local, "postmaster") {
-			m.end = i
+			m.end, m.postmaster = i, true
 			return m, nil
 		}
 		return m, ErrPathSyntax
@@ -257,7 +260,7 @@ func (m *mailbox) check(path string, utf8ok bool) error {
 	if len(d) > MaxDomainLength {
 		return ErrDomainTooLong
 	}
-	if d == "" && m.addr.IsPostmaster() {
+	if m.postmaster {
 		return nil
 	}
 	if strings.HasPrefix(d, "[") {

@@ -166,7 +166,8 @@ func (b *Reader) ReadLine(max int) ([]byte, error) {
 			}
 			return line, nil
 		}
-		if b.w-b.r >= max {
+		// Without an LF, max buffered bytes make a line of at least max+1.
+		if n := b.w - b.r; n > 0 && n >= max {
 			return nil, b.discardLine()
 		}
 		if err := b.fill(); err != nil {

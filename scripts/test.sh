@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_install=0
-for t in swaks /usr/sbin/smtp-source /usr/sbin/smtp-sink msmtp curl /usr/bin/python3 openssl; do
+for t in swaks /usr/sbin/smtp-source /usr/sbin/smtp-sink msmtp curl /usr/bin/python3 openssl ip nsenter; do
   command -v "$t" >/dev/null 2>&1 || need_install=1
 done
 if [ "$need_install" = 1 ]; then
@@ -17,7 +17,7 @@ if [ "$need_install" = 1 ]; then
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    swaks postfix msmtp curl python3 openssl ca-certificates >/dev/null
+    swaks postfix msmtp curl python3 openssl ca-certificates iproute2 util-linux >/dev/null
 fi
 
 echo "== gofmt"

@@ -95,6 +95,10 @@ func serve(args []string, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts a graceful stop, which may wait up to 30s
+	// for messages in flight; restoring the default disposition then lets
+	// a second signal end the process at once.
+	context.AfterFunc(ctx, stop)
 	if err := daemon.Run(ctx, cfg); err != nil {
 		cfg.Logger.Error("serve", "err", err)
 		return 1

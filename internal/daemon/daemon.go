@@ -54,22 +54,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if len(cfg.Listen)+len(cfg.TLSListen)+len(cfg.LMTPListen) == 0 {
 		cfg.Listen = []string{"127.0.0.1:2525"}
 	}
-	h := &handler{log: log, discard: cfg.Discard}
-	if !cfg.Discard {
-		dir := filepath.Join(cfg.DataDir, "maildir")
-		md, err := maildir.Open(dir, maildir.Options{NoSync: cfg.NoSync, Hostname: cfg.Hostname})
-		if err != nil {
-			return fmt.Errorf("maildir: %w", err)
-		}
-		h.md = md
-	}
-	if cfg.UsersFile != "" {
-		users, err := LoadUsers(cfg.UsersFile)
-		if err != nil {
-			return err
-		}
-		h.users = users
-	}
+	// Check the configuration before anything touches the disk, so that a
+	// typo does not leave a data directory behind.
 	var tlsCfg *tls.Config
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -79,6 +65,23 @@ func Run(ctx context.Context, cfg Config) error {
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	} else if len(cfg.TLSListen) > 0 {
 		return errors.New("--tls-listen needs --tls-cert and --tls-key")
+	}
+	h := &handler{log: log, discard: cfg.Discard}
+	if cfg.UsersFile != "" {
+		users, err := LoadUsers(cfg.UsersFile)
+		if err != nil {
+			return err
+		}
+		h.users = users
+		go h.dummyHash() // warm it, so the first unknown user is not answered slower
+	}
+	if !cfg.Discard {
+		dir := filepath.Join(cfg.DataDir, "maildir")
+		md, err := maildir.Open(dir, maildir.Options{NoSync: cfg.NoSync, Hostname: cfg.Hostname})
+		if err != nil {
+			return fmt.Errorf("maildir: %w", err)
+		}
+		h.md = md
 	}
 
 	newServer := func(lmtp bool) *server.Server {
@@ -158,14 +161,21 @@ func Run(ctx context.Context, cfg Config) error {
 	var wg sync.WaitGroup
 	for _, srv := range []*server.Server{smtpSrv, lmtpSrv} {
 		wg.Add(1)
-		go func() { defer wg.Done(); srv.Shutdown(sctx) }()
+		go func() {
+			defer wg.Done()
+			if err := srv.Shutdown(sctx); err != nil {
+				// Those clients got no 250, so they will send again.
+				log.Warn("shutdown: closed connections still in a transaction", "err", err)
+			}
+		}()
 	}
 	wg.Wait()
 	return nil
 }
 
 // LoadUsers reads "user:bcrypt-hash" lines; blank lines and lines starting
-// with '#' are skipped.
+// with '#' are skipped, and spaces around the user and the hash ignored. A
+// user listed twice is an error, not a silent override.
 func LoadUsers(path string) (map[string][]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -180,11 +190,15 @@ func LoadUsers(path string) (map[string][]byte, error) {
 			continue
 		}
 		user, hash, ok := strings.Cut(line, ":")
+		user, hash = strings.TrimSpace(user), strings.TrimSpace(hash)
 		if !ok || user == "" {
 			return nil, fmt.Errorf("%s:%d: want user:bcrypt-hash", path, n)
 		}
 		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
 			return nil, fmt.Errorf("%s:%d: %v", path, n, err)
+		}
+		if _, dup := users[user]; dup {
+			return nil, fmt.Errorf("%s:%d: user %q listed twice", path, n, user)
 		}
 		users[user] = []byte(hash)
 	}
@@ -196,6 +210,9 @@ type handler struct {
 	md      *maildir.Dir
 	users   map[string][]byte
 	discard bool
+
+	dummyOnce sync.Once
+	dummy     []byte
 }
 
 func (h *handler) NewSession(ctx context.Context, c *server.Conn) (server.Session, error) {
@@ -217,9 +234,23 @@ type session struct {
 // authSession adds AUTH to a session when a users file is configured.
 type authSession struct{ *session }
 
-// dummyHash is compared against for unknown users, so that a reply's
-// timing does not tell which user names exist.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("smtpkit-dummy"), bcrypt.DefaultCost)
+// dummyHash returns the hash that unknown users' passwords are compared
+// against, so that a reply's timing does not tell which user names exist.
+// It has the highest cost among the users' hashes (a cheaper one would
+// answer unknown users faster). Run makes it in the background, so that
+// start-up does not wait for it.
+func (h *handler) dummyHash() []byte {
+	h.dummyOnce.Do(func() {
+		cost := bcrypt.MinCost
+		for _, hash := range h.users {
+			if c, err := bcrypt.Cost(hash); err == nil && c > cost {
+				cost = c
+			}
+		}
+		h.dummy, _ = bcrypt.GenerateFromPassword([]byte("smtpkit-dummy"), cost)
+	})
+	return h.dummy
+}
 
 func (s *authSession) AuthPassword(ctx context.Context, identity, user, pass string) error {
 	if identity != "" && identity != user {
@@ -227,7 +258,7 @@ func (s *authSession) AuthPassword(ctx context.Context, identity, user, pass str
 	}
 	hash, ok := s.h.users[user]
 	if !ok {
-		hash = dummyHash
+		hash = s.h.dummyHash()
 	}
 	if err := bcrypt.CompareHashAndPassword(hash, []byte(pass)); err != nil || !ok {
 		return server.ErrAuthFailed

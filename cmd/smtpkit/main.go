@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -23,6 +24,7 @@ const usage = `usage: smtpkit <command> [flags]
 
 commands:
   serve        receive mail (default: 127.0.0.1:2525 into ./smtpkit-data/maildir)
+  queue        list, show, retry, delete or bounce queued messages (relay mode)
   hash         read a password on stdin, print its bcrypt hash for --users files
 
 run "smtpkit serve -h" for the serve flags
@@ -42,6 +44,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return serve(args[1:], stderr)
 	case "hash":
 		return hash(stdin, stdout, stderr)
+	case "queue":
+		return queueCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -74,6 +78,15 @@ func serve(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "maximum concurrent connections (default 1000, -1 for none)")
 	fs.IntVar(&cfg.MaxConnsIP, "max-conns-per-ip", 0, "maximum concurrent connections per client address (default 50, -1 for none)")
 	fs.BoolVar(&cfg.InsecureAuth, "insecure-auth", false, "offer AUTH without TLS (unsafe)")
+	fs.StringVar(&cfg.Relay.Target, "relay", "", "relay through a durable queue: `mx` (each domain's MX hosts), smtp://user:pass@host:587 or smtps://... (a smarthost)")
+	fs.StringVar(&cfg.Relay.DNS, "dns", "", "DNS resolver `host:port` for MX, TLSA and MTA-STS lookups (default: /etc/resolv.conf)")
+	fs.IntVar(&cfg.Relay.MXPort, "mx-port", 25, "`port` MX hosts are reached on")
+	fs.IntVar(&cfg.Relay.MTASTSPort, "mta-sts-port", 443, "HTTPS `port` MTA-STS policies are fetched from (for tests)")
+	fs.StringVar(&cfg.Relay.CAFile, "relay-ca", "", "extra CA `file` (PEM) trusted for smarthosts and MTA-STS hosts")
+	fs.DurationVar(&cfg.Relay.MinBackoff, "retry-min", 5*time.Minute, "first retry `delay`; it doubles up to --retry-max")
+	fs.DurationVar(&cfg.Relay.MaxBackoff, "retry-max", 4*time.Hour, "longest retry `delay`")
+	fs.DurationVar(&cfg.Relay.Lifetime, "queue-lifetime", 5*24*time.Hour, "how `long` a message is retried before it bounces")
+	fs.DurationVar(&cfg.Relay.DelayWarning, "delay-warning", 0, "send the sender a delay notice after this `long` (0: never)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

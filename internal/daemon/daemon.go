@@ -40,7 +40,10 @@ type Config struct {
 	MaxConns     int
 	MaxConnsIP   int
 	InsecureAuth bool
-	Logger       *slog.Logger
+	// Relay, when its Target is set, queues mail and relays it instead of
+	// storing it in the Maildir.
+	Relay  RelayConfig
+	Logger *slog.Logger
 	// Ready, if set, is called with the bound addresses once listening.
 	Ready func(addrs []net.Addr)
 }
@@ -75,7 +78,15 @@ func Run(ctx context.Context, cfg Config) error {
 		h.users = users
 		go h.dummyHash() // warm it, so the first unknown user is not answered slower
 	}
-	if !cfg.Discard {
+	var rl *relay
+	if cfg.Relay.Target != "" && !cfg.Discard {
+		var err error
+		if rl, err = openRelay(cfg.Relay, cfg.DataDir, cfg.Hostname, cfg.NoSync, log); err != nil {
+			return err
+		}
+		defer rl.close()
+		h.relay = rl
+	} else if !cfg.Discard {
 		dir := filepath.Join(cfg.DataDir, "maildir")
 		md, err := maildir.Open(dir, maildir.Options{NoSync: cfg.NoSync, Hostname: cfg.Hostname})
 		if err != nil {
@@ -142,6 +153,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready(addrs)
 	}
+	// Delivery runs until the listeners have stopped taking mail, so a
+	// message accepted during the graceful stop is still scheduled.
+	relayCtx, stopRelay := context.WithCancel(context.Background())
+	relayDone := make(chan struct{})
+	if rl != nil {
+		go func() { rl.run(relayCtx, cfg.DataDir); close(relayDone) }()
+	} else {
+		close(relayDone)
+	}
+	defer func() { stopRelay(); <-relayDone }()
 	errc := make(chan error, len(ls))
 	for _, b := range ls {
 		go func() { errc <- b.srv.Serve(b.l) }()
@@ -208,6 +229,7 @@ func LoadUsers(path string) (map[string][]byte, error) {
 type handler struct {
 	log     *slog.Logger
 	md      *maildir.Dir
+	relay   *relay
 	users   map[string][]byte
 	discard bool
 
@@ -228,7 +250,7 @@ type session struct {
 	conn  *server.Conn
 	from  smtp.Address
 	opts  smtp.MailOptions
-	rcpts []smtp.Address
+	rcpts []server.Recipient
 }
 
 // authSession adds AUTH to a session when a users file is configured.
@@ -276,7 +298,7 @@ func (s *session) Mail(ctx context.Context, from smtp.Address, opts *smtp.MailOp
 }
 
 func (s *session) Rcpt(ctx context.Context, to smtp.Address, opts *smtp.RcptOptions) error {
-	s.rcpts = append(s.rcpts, to)
+	s.rcpts = append(s.rcpts, server.Recipient{Address: to, Options: *opts})
 	return nil
 }
 
@@ -285,7 +307,14 @@ func (s *session) Data(ctx context.Context, r io.Reader) error {
 		_, err := io.Copy(io.Discard, r)
 		return err
 	}
-	hdr := s.conn.Received(&s.opts, s.rcpts).String()
+	addrs := make([]smtp.Address, len(s.rcpts))
+	for i, rc := range s.rcpts {
+		addrs[i] = rc.Address
+	}
+	hdr := s.conn.Received(&s.opts, addrs).String()
+	if s.h.relay != nil {
+		return s.h.relay.enqueue(ctx, s.conn, s.from, s.opts, s.rcpts, hdr, r)
+	}
 	name, err := s.h.md.Deliver(ctx, []byte(hdr), r)
 	if err != nil {
 		return err

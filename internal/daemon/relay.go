@@ -9,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,6 +47,9 @@ type RelayConfig struct {
 	// MaxHops refuses messages with more Received: fields (mail loops);
 	// zero means 50.
 	MaxHops int
+	// MTASTSPort is the HTTPS port MTA-STS policies are fetched from;
+	// zero means 443. Policy hosts are resolved through DNS above.
+	MTASTSPort int
 }
 
 type relay struct {
@@ -79,7 +84,7 @@ func openRelay(rc RelayConfig, dataDir, hostname string, noSync bool, log *slog.
 	case rc.Target == "mx":
 		res := &mx.Resolver{Server: rc.DNS}
 		t := &remote.MX{Resolver: res, Port: rc.MXPort, LocalName: hostname,
-			Policy: &tlspolicy.Policy{Resolver: res, Port: rc.MXPort, RootCAs: roots}}
+			Policy: &tlspolicy.Policy{Resolver: res, Port: rc.MXPort, RootCAs: roots, HTTPClient: stsClient(res, rc.MTASTSPort, roots)}}
 		tr, closeT = t, t.Close
 	case strings.HasPrefix(rc.Target, "smtp://") || strings.HasPrefix(rc.Target, "smtps://"):
 		u, err := url.Parse(rc.Target)
@@ -173,4 +178,40 @@ func (r *relay) enqueue(ctx context.Context, c *server.Conn, from smtp.Address, 
 	r.sched.Notify(id)
 	r.log.Debug("queued", "id", id, "session", c.ID, "rcpts", len(rcpts))
 	return smtp.NewError(250, smtp.EnhancedCode{2, 0, 0}, "OK: queued as "+id)
+}
+
+// stsClient fetches MTA-STS policies, resolving policy hosts through the
+// same resolver as MX lookups (so one --dns serves all), following no
+// redirects (RFC 8461 3.3).
+func stsClient(res *mx.Resolver, port int, roots *x509.CertPool) *http.Client {
+	if port == 0 {
+		port = 443
+	}
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
+	return &http.Client{
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				host, _, err := net.SplitHostPort(addr)
+				if err != nil {
+					return nil, err
+				}
+				ips, _, err := res.LookupAddrs(ctx, host)
+				if err != nil {
+					return nil, err
+				}
+				var last error
+				for _, ip := range ips {
+					c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(ip.String(), strconv.Itoa(port)))
+					if err == nil {
+						return c, nil
+					}
+					last = err
+				}
+				return nil, last
+			},
+		},
+	}
 }

@@ -39,6 +39,17 @@ func (s *session) authMechanisms() []string {
 // unless the operator explicitly allows it.
 func (s *session) authAllowed() bool { return s.conn.tls != nil || s.srv.AllowInsecureAuth }
 
+// authPending reports whether the next command may be an AUTH that
+// succeeds, cheaply: it runs before every command.
+func (s *session) authPending() bool {
+	if s.conn.identity != "" || !s.conn.esmtp || !s.authAllowed() || !s.srv.enabled(ExtAuth) || s.sess == nil {
+		return false
+	}
+	_, pwd := s.sess.(PasswordSession)
+	_, sasl := s.sess.(SASLSession)
+	return pwd || sasl
+}
+
 func (s *session) cmdAuth(arg string) {
 	mechs := s.authMechanisms()
 	switch {
@@ -163,8 +174,8 @@ func (s *session) authFailed(err error, mech, user string) {
 	// Never log the password; the user name helps spot credential stuffing.
 	s.srv.logger().Warn("auth failed", "id", s.conn.ID, "remote", s.conn.RemoteAddr.String(), "mech", mech, "user", user, "reply", e.Code, "cause", err)
 	s.replyErr(e)
-	if s.authFailures >= orInt(s.srv.MaxAuthFailures, DefaultMaxAuthFailures) {
-		s.bw.Reply(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many authentication failures, closing connection")
+	if s.authFailures >= limit(s.srv.MaxAuthFailures, DefaultMaxAuthFailures) {
+		s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many authentication failures, closing connection")
 		s.endErr = errors.New("too many authentication failures")
 		s.closing = true
 	}

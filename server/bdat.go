@@ -115,7 +115,12 @@ func (b *bdatReader) advance() error {
 	}
 	s := b.s
 	s.reply(250, smtp.EnhancedCode{2, 0, 0}, strconv.FormatInt(b.chunk, 10)+" octets received")
-	line, err := s.br.ReadLine(orInt(s.srv.MaxLineLength, DefaultMaxLineLength))
+	line, err := s.br.ReadLine(orPos(s.srv.MaxLineLength, DefaultMaxLineLength))
+	if err == wire.ErrLineTooLong {
+		b.next = &wire.Command{Verb: "\x00toolong"}
+		b.fatal = errBDATInterrupted
+		return b.fatal
+	}
 	if err != nil {
 		b.fatal = err
 		return err
@@ -161,7 +166,7 @@ func (s *session) discard(n int64) error {
 func (s *session) cmdBDAT(arg string) {
 	size, last, ok := parseBDAT(arg)
 	if !ok {
-		s.reply(501, smtp.EnhancedCode{5, 5, 4}, "Syntax: BDAT size [LAST]")
+		s.badBDAT()
 		return
 	}
 	// Whatever the reply, the chunk's bytes must be consumed: read as
@@ -182,13 +187,16 @@ func (s *session) cmdBDAT(arg string) {
 
 	// Finish the sequence. After a rejection or an oversized body, stop at
 	// the end of this chunk (RFC 3030 2: the client sends no more BDAT
-	// after an error reply); after acceptance, read through to LAST.
-	rejected := b.err != nil
+	// after an error reply); while any recipient may still take the message
+	// (an LMTP session can refuse some and accept others), read through to
+	// LAST, so that no success is sent for a body cut short.
+	rejected := true
 	for _, r := range results {
-		if r != nil && !isSuccess(r) {
-			rejected = true
+		if r == nil || isSuccess(r) {
+			rejected = false
 		}
 	}
+	rejected = rejected || b.err != nil
 	if b.fatal == nil {
 		if rejected {
 			b.discardChunk()
@@ -213,8 +221,10 @@ func (s *session) cmdBDAT(arg string) {
 		switch next.Verb {
 		case "\x00invalid":
 			s.reply(500, smtp.EnhancedCode{5, 5, 2}, "Invalid command")
+		case "\x00toolong":
+			s.reply(500, smtp.EnhancedCode{5, 5, 2}, "Line too long")
 		case "\x00badbdat":
-			s.reply(501, smtp.EnhancedCode{5, 5, 4}, "Syntax: BDAT size [LAST]")
+			s.badBDAT()
 		default:
 			s.dispatch(*next)
 		}
@@ -225,6 +235,15 @@ func (s *session) cmdBDAT(arg string) {
 		return
 	}
 	s.finishTx(bodyError(b.err), results)
+}
+
+// badBDAT answers a BDAT whose size cannot be read. Where its chunk ends
+// is then unknowable, and reading the chunk's bytes as commands would let
+// message data smuggle commands, so the connection is closed.
+func (s *session) badBDAT() {
+	s.replyFinal(501, smtp.EnhancedCode{5, 5, 4}, "Syntax: BDAT size [LAST], closing connection")
+	s.endErr = errors.New("malformed BDAT")
+	s.closing = true
 }
 
 func isSuccess(err error) bool {

@@ -139,25 +139,21 @@ func (c *Conn) TLS() *tls.ConnectionState { return c.tls }
 func (c *Conn) AuthIdentity() string { return c.identity }
 
 // Protocol returns the "with" value of the trace header (RFC 3848): SMTP,
-// ESMTP, ESMTPS, ESMTPA, ESMTPSA or LMTP, with UTF8 variants (RFC 6531)
-// when utf8 is set.
+// ESMTP, ESMTPS, ESMTPA, ESMTPSA, LMTP, LMTPS, LMTPA or LMTPSA, and the
+// UTF8SMTP and UTF8LMTP variants (RFC 6531 3.7.3) when utf8 is set.
 func (c *Conn) Protocol(utf8 bool) string {
-	if c.lmtp {
-		p := "LMTP"
-		if c.tls != nil {
-			p += "S"
-		}
-		if c.identity != "" {
-			p += "A"
-		}
-		return p
-	}
-	if !c.esmtp {
+	var p string
+	switch {
+	case c.lmtp && utf8:
+		p = "UTF8LMTP"
+	case c.lmtp:
+		p = "LMTP"
+	case !c.esmtp:
 		return "SMTP"
-	}
-	p := "ESMTP"
-	if utf8 {
+	case utf8:
 		p = "UTF8SMTP"
+	default:
+		p = "ESMTP"
 	}
 	if c.tls != nil {
 		p += "S"

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -56,8 +57,8 @@ const (
 )
 
 // Server accepts SMTP (or LMTP) connections and runs each through a Session
-// from Handler. The zero value of every field is a safe default; no limit
-// is unbounded unless set negative.
+// from Handler. The zero value of every field is a safe default; no count
+// limit is unbounded unless set negative.
 type Server struct {
 	// Addr is the address to listen on for ListenAndServe; "" means ":25".
 	Addr string
@@ -81,22 +82,28 @@ type Server struct {
 	// nil means context.Background().
 	BaseContext func(l net.Listener) context.Context
 
-	// MaxMessageBytes caps a message's body; zero means 10 240 000.
+	// MaxMessageBytes caps a message's body; zero or negative means
+	// 10 240 000.
 	MaxMessageBytes int64
-	// MaxRecipients caps RCPTs per message (then 452 4.5.3); zero means 1000.
+	// MaxRecipients caps RCPTs per message (then 452 4.5.3); zero means
+	// 1000, negative means no limit.
 	MaxRecipients int
-	// MaxLineLength caps a command line including CRLF; zero means 2048.
-	// RFC 5321 4.5.3.1.4 sets 512 but lets extensions lengthen MAIL and
-	// RCPT, as DSN and AUTH= parameters do. AUTH lines may be 12288.
+	// MaxLineLength caps a command line including CRLF; zero or negative
+	// means 2048. RFC 5321 4.5.3.1.4 sets 512 but lets extensions lengthen
+	// MAIL and RCPT, as DSN and AUTH= parameters do. AUTH lines may be
+	// 12288 (RFC 4954 4) whatever this says.
 	MaxLineLength int
-	// MaxTextLineLength caps a body line including CRLF; zero means 1000.
+	// MaxTextLineLength caps a body line including CRLF; zero or negative
+	// means 1000.
 	MaxTextLineLength int
-	// MaxTransactions caps messages per connection (then 421); zero means 1000.
+	// MaxTransactions caps messages per connection (then 421); zero means
+	// 1000, negative means no limit.
 	MaxTransactions int
-	// MaxErrors caps error replies per connection (then 421); zero means 20.
+	// MaxErrors caps error replies per connection (then 421); zero means 20,
+	// negative means no limit.
 	MaxErrors int
 	// MaxCommandsBeforeHello caps commands before HELO/EHLO (then 421);
-	// zero means 10.
+	// zero means 10, negative means no limit.
 	MaxCommandsBeforeHello int
 	// MaxConnections caps concurrent connections; zero means 1000,
 	// negative means no limit.
@@ -105,7 +112,7 @@ type Server struct {
 	// address; zero means 50, negative means no limit.
 	MaxConnectionsPerIP int
 	// MaxAuthFailures caps failed AUTH attempts per connection (then
-	// 421); zero means 3.
+	// 421); zero means 3, negative means no limit.
 	MaxAuthFailures int
 	// ReadTimeout bounds the wait for each command; zero means 5 minutes.
 	ReadTimeout time.Duration
@@ -163,8 +170,21 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-func orInt(v, def int) int {
-	if v == 0 {
+// limit reads a count limit: zero means def, negative means none.
+func limit(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return math.MaxInt
+	}
+	return v
+}
+
+// orPos reads a length limit, which is never unbounded: a buffer must
+// hold a whole line.
+func orPos(v, def int) int {
+	if v <= 0 {
 		return def
 	}
 	return v
@@ -232,10 +252,14 @@ func (s *Server) ListenAndServeTLS(certFile, keyFile string) error {
 }
 
 // Serve accepts connections on l until Shutdown or Close, and always
-// returns a non-nil error. A listener from tls.NewListener gives implicit
-// TLS; one wrapped by ProxyListener reads a PROXY header first.
+// returns a non-nil error and closes l. A listener from tls.NewListener
+// gives implicit TLS; one wrapped by ProxyListener reads a PROXY header
+// first.
 func (s *Server) Serve(l net.Listener) error {
 	s.init()
+	// Closed on every return, as net/http does: a listener Shutdown never
+	// saw (Serve called after it) must not keep accepting into its backlog.
+	defer l.Close()
 	if s.Handler == nil {
 		return errors.New("smtp: Server.Handler is nil")
 	}
@@ -266,6 +290,12 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		delay = 0
 		ss := newSession(s, c, base)
+		// Registered here, not in the session's goroutine, so that Close
+		// and Shutdown never miss a connection already accepted.
+		if !s.register(ss, true) {
+			c.Close()
+			continue
+		}
 		go ss.serve()
 	}
 }
@@ -305,15 +335,15 @@ func (s *Server) isClosed() bool {
 	}
 }
 
-// admit counts a new connection against the limits; it reports the reply
-// to refuse it with, or nil.
+// admit counts a new connection against the limits; it reports whether
+// the connection may stay.
 func (s *Server) admit(ss *session) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	maxTotal := orInt(s.MaxConnections, DefaultMaxConnections)
-	maxIP := orInt(s.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
+	maxTotal := limit(s.MaxConnections, DefaultMaxConnections)
+	maxIP := limit(s.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
 	ip := ss.conn.RemoteIP()
-	if maxTotal > 0 && s.total >= maxTotal || maxIP > 0 && s.perIP[ip] >= maxIP {
+	if s.total >= maxTotal || s.perIP[ip] >= maxIP {
 		return false
 	}
 	s.total++
@@ -322,12 +352,16 @@ func (s *Server) admit(ss *session) bool {
 	return true
 }
 
-func (s *Server) register(ss *session, add bool) {
+// register adds or removes a session; adding fails once Close was called.
+func (s *Server) register(ss *session, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
+		if s.isClosed() {
+			return false
+		}
 		s.sessions[ss] = struct{}{}
-		return
+		return true
 	}
 	delete(s.sessions, ss)
 	if ss.counted {
@@ -337,6 +371,7 @@ func (s *Server) register(ss *session, add bool) {
 			delete(s.perIP, ip)
 		}
 	}
+	return true
 }
 
 // Shutdown stops the server gracefully: it closes the listeners, sends
@@ -352,7 +387,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer ticker.Stop()
 	for {
 		s.mu.Lock()
-		n := len(s.sessions)
+		// A Serve loop still running may yet register a connection it
+		// has just accepted, so it counts until it returns.
+		n := len(s.sessions) + len(s.listeners)
 		for ss := range s.sessions {
 			ss.interruptIfIdle()
 		}

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pires/go-proxyproto"
+
 	"github.com/smtpkit/smtpkit/smtp"
 	"github.com/smtpkit/smtpkit/smtp/wire"
 )
@@ -37,6 +39,9 @@ type session struct {
 	counted bool
 	state   atomic.Int32
 	closeMu sync.Mutex
+	// interrupted is set, under closeMu, when Shutdown pokes an idle
+	// session with a past read deadline.
+	interrupted bool
 
 	// transaction
 	from     *smtp.Address
@@ -55,6 +60,8 @@ type session struct {
 	endErr       error
 	badGreeting  bool // the greeting refused service: only QUIT is served
 	authFailures int
+	peerDone     bool // the client is gone or the stream is broken: no linger
+	lingered     bool
 	start        time.Time
 }
 
@@ -70,8 +77,9 @@ func newSession(srv *Server, c net.Conn, base context.Context) *session {
 }
 
 // timeoutConn sets a read deadline before each read and a write deadline
-// before each write. Deadlines move only when they would move by a second
-// or more, which keeps timer churn off the per-read path.
+// before each write. A deadline moves only when it would move by more than
+// deadlineSlack, which keeps timer churn off the per-read path, and at once
+// when the timeout shrinks (a DataTimeout shorter than ReadTimeout).
 type timeoutConn struct {
 	net.Conn
 	s             *session
@@ -80,23 +88,35 @@ type timeoutConn struct {
 	writeDeadline time.Time
 }
 
+// deadlineSlack is how stale a deadline may be: a sixteenth of the timeout,
+// at most a second. A fixed second would let a sub-second timeout fire
+// while the client is busy sending.
+func deadlineSlack(d time.Duration) time.Duration { return min(d/16, time.Second) }
+
 func (c *timeoutConn) Read(p []byte) (int, error) {
-	now := time.Now()
-	if d := now.Add(c.readTimeout); d.Sub(c.readDeadline) > time.Second {
-		c.Conn.SetReadDeadline(d)
-		c.readDeadline = d
-	}
+	s := c.s
+	s.closeMu.Lock()
 	// Shutdown sets a past deadline on idle sessions; a read that starts
 	// after that must not push it back out.
-	if c.s.srv.inShutdown.Load() && c.s.state.Load() == stateIdle {
+	if s.srv.inShutdown.Load() && s.state.Load() == stateIdle {
+		s.closeMu.Unlock()
 		return 0, errShuttingDown
 	}
+	// A session poked while idle that has since begun a transaction must
+	// get its deadline back, or Shutdown would cut the transaction short.
+	d := time.Now().Add(c.readTimeout)
+	if s.interrupted || d.Before(c.readDeadline) || d.Sub(c.readDeadline) > deadlineSlack(c.readTimeout) {
+		c.Conn.SetReadDeadline(d)
+		c.readDeadline = d
+		s.interrupted = false
+	}
+	s.closeMu.Unlock()
 	return c.Conn.Read(p)
 }
 
 func (c *timeoutConn) Write(p []byte) (int, error) {
-	now := time.Now()
-	if d := now.Add(orDur(c.s.srv.WriteTimeout, DefaultWriteTimeout)); d.Sub(c.writeDeadline) > time.Second {
+	t := orDur(c.s.srv.WriteTimeout, DefaultWriteTimeout)
+	if d := time.Now().Add(t); d.Before(c.writeDeadline) || d.Sub(c.writeDeadline) > deadlineSlack(t) {
 		c.Conn.SetWriteDeadline(d)
 		c.writeDeadline = d
 	}
@@ -110,19 +130,22 @@ func (s *session) flush() error { return s.bw.Flush() }
 // interruptIfIdle wakes a session blocked waiting for a command outside a
 // transaction, so that it can say 421 and close.
 func (s *session) interruptIfIdle() {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
 	if s.state.Load() == stateIdle {
-		s.closeMu.Lock()
+		s.interrupted = true
 		s.nc.SetReadDeadline(time.Unix(1, 0))
-		s.closeMu.Unlock()
 	}
 }
 
-// abort closes the connection at once (Server.Close).
+// abort closes the connection at once (Server.Close), before it cancels
+// the hooks' context: a hook woken by the cancellation must find nobody
+// left to answer.
 func (s *session) abort() {
-	s.cancel()
 	s.closeMu.Lock()
 	s.nc.Close()
 	s.closeMu.Unlock()
+	s.cancel()
 }
 
 func (s *session) reply(code int, enh smtp.EnhancedCode, text string) {
@@ -134,20 +157,45 @@ func (s *session) reply(code int, enh smtp.EnhancedCode, text string) {
 
 func (s *session) replyErr(e *smtp.Error) { s.reply(e.Code, e.EnhancedCode, e.Message) }
 
+// replyFinal sends a reply that ends the session. RFC 2034 asks for the
+// enhanced code only after EHLO, but a client turned away before it
+// (connection limits, a refused greeting, a timeout) should learn why as
+// well, and reply text is free-form, so the code goes in either way, as
+// Postfix does.
+func (s *session) replyFinal(code int, enh smtp.EnhancedCode, text string) {
+	if !s.bw.Enhanced && enh != (smtp.EnhancedCode{}) {
+		text = enh.String() + " " + text
+	}
+	s.bw.Reply(code, enh, text)
+}
+
 func (s *session) serve() {
-	s.srv.register(s, true)
 	defer s.finish()
 	s.tc.readTimeout = orDur(s.srv.ReadTimeout, DefaultReadTimeout)
 
 	// A PROXY-protocol listener reads its header here, on the session's
 	// goroutine, so the address the limits and hooks see is the client's.
 	s.conn.RemoteAddr, s.conn.LocalAddr = s.nc.RemoteAddr(), s.nc.LocalAddr()
+	// A required header that was missing or malformed leaves the proxy's
+	// own address in RemoteAddr; no hook or limit may take it for the
+	// client's (the proxy is often on a trusted network).
+	if pc, ok := s.nc.(*proxyproto.Conn); ok && pc.ProxyHeaderPolicy == proxyproto.REQUIRE && pc.ProxyHeader() == nil {
+		s.endErr = errors.New("no valid PROXY header")
+		s.peerDone = true
+		return
+	}
+	if s.ctx.Err() != nil { // Server.Close came first
+		s.endErr = ErrServerClosed
+		s.peerDone = true
+		return
+	}
 	if tc, ok := s.nc.(*tls.Conn); ok { // implicit TLS
 		hctx, cancel := context.WithTimeout(s.ctx, DefaultTLSHandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()
 		if err != nil {
 			s.endErr = fmt.Errorf("tls handshake: %w", err)
+			s.peerDone = true
 			return
 		}
 		st := tc.ConnectionState()
@@ -155,7 +203,7 @@ func (s *session) serve() {
 	}
 
 	if !s.srv.admit(s) {
-		s.reply(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many connections, try again later")
+		s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many connections, try again later")
 		s.endErr = errors.New("connection limit")
 		s.lingerClose()
 		return
@@ -174,10 +222,10 @@ func (s *session) serve() {
 		s.endErr = err
 		if e.Permanent() {
 			// RFC 5321 3.1: refuse with 554 and then wait for QUIT.
-			s.bw.Reply(554, e.EnhancedCode, s.srv.hostname()+" "+e.Message)
+			s.replyFinal(554, e.EnhancedCode, s.srv.hostname()+" "+e.Message)
 			s.badGreeting = true
 		} else {
-			s.bw.Reply(421, e.EnhancedCode, s.srv.hostname()+" "+e.Message)
+			s.replyFinal(421, e.EnhancedCode, s.srv.hostname()+" "+e.Message)
 			s.lingerClose()
 			return
 		}
@@ -192,17 +240,23 @@ func (s *session) serve() {
 }
 
 func (s *session) loop() {
-	maxLine := orInt(s.srv.MaxLineLength, DefaultMaxLineLength)
+	maxLine := orPos(s.srv.MaxLineLength, DefaultMaxLineLength)
 	for !s.closing {
 		if s.srv.inShutdown.Load() && s.from == nil {
-			s.reply(421, smtp.EnhancedCode{4, 3, 2}, s.srv.hostname()+" Service shutting down, closing connection")
+			s.replyFinal(421, smtp.EnhancedCode{4, 3, 2}, s.srv.hostname()+" Service shutting down, closing connection")
 			s.endErr = errShuttingDown
 			return
 		}
 		if s.from == nil {
 			s.state.Store(stateIdle)
 		}
-		line, err := s.br.ReadLine(maxLine)
+		// RFC 4954 4: an AUTH command, initial response included, may be
+		// 12288 octets long; other commands keep the shorter limit.
+		lineMax := maxLine
+		if s.authPending() {
+			lineMax = max(maxLine, authLineLength)
+		}
+		line, err := s.br.ReadLine(lineMax)
 		s.state.Store(stateBusy)
 		if err != nil {
 			if err == wire.ErrLineTooLong {
@@ -216,8 +270,13 @@ func (s *session) loop() {
 			return
 		}
 		cmd, err := wire.ParseCommand(line)
+		if err == nil && lineMax > maxLine && len(line)+len("\r\n") > maxLine && cmd.Verb != "AUTH" {
+			err = wire.ErrLineTooLong
+		}
 		if err != nil {
 			switch err {
+			case wire.ErrLineTooLong:
+				s.reply(500, smtp.EnhancedCode{5, 5, 2}, "Line too long")
 			case wire.ErrEmptyCommand:
 				s.reply(500, smtp.EnhancedCode{5, 5, 2}, "Empty command")
 			case wire.ErrBadUTF8:
@@ -231,6 +290,7 @@ func (s *session) loop() {
 			continue
 		}
 		s.dispatch(cmd)
+		s.br.Release() // AUTH may have grown the buffer
 		if s.closing {
 			return
 		}
@@ -246,24 +306,26 @@ func (s *session) readFailed(err error) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, errShuttingDown) || s.srv.inShutdown.Load() && errors.As(err, &ne) && ne.Timeout():
-		s.reply(421, smtp.EnhancedCode{4, 3, 2}, s.srv.hostname()+" Service shutting down, closing connection")
+		s.replyFinal(421, smtp.EnhancedCode{4, 3, 2}, s.srv.hostname()+" Service shutting down, closing connection")
 		s.endErr = errShuttingDown
 	case errors.As(err, &ne) && ne.Timeout():
-		s.reply(421, smtp.EnhancedCode{4, 4, 2}, s.srv.hostname()+" Timeout, closing connection")
+		s.replyFinal(421, smtp.EnhancedCode{4, 4, 2}, s.srv.hostname()+" Timeout, closing connection")
 		s.endErr = errors.New("timeout")
 	case err == wire.ErrDiscardLimit:
-		s.reply(500, smtp.EnhancedCode{5, 5, 2}, "Line too long, closing connection")
+		s.replyFinal(500, smtp.EnhancedCode{5, 5, 2}, "Line too long, closing connection")
 		s.endErr = err
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
 		s.endErr = errors.New("client disconnected without QUIT")
+		s.peerDone = true
 	default:
 		s.endErr = err
+		s.peerDone = true
 	}
 }
 
 func (s *session) tooManyErrors() bool {
-	if s.errors >= orInt(s.srv.MaxErrors, DefaultMaxErrors) {
-		s.bw.Reply(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many errors, closing connection")
+	if s.errors >= limit(s.srv.MaxErrors, DefaultMaxErrors) {
+		s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many errors, closing connection")
 		s.endErr = errors.New("too many errors")
 		s.closing = true
 		return true
@@ -272,7 +334,14 @@ func (s *session) tooManyErrors() bool {
 }
 
 func (s *session) finish() {
-	s.bw.Flush()
+	if s.quit || s.peerDone {
+		s.bw.Flush()
+	} else {
+		// The server ends the session (a limit, a timeout, Shutdown) while
+		// the client may still be sending: closing with unread input would
+		// reset the connection and could destroy the final reply.
+		s.lingerClose()
+	}
 	if s.sess != nil {
 		err := s.endErr
 		if s.quit {
@@ -281,11 +350,13 @@ func (s *session) finish() {
 		s.callHook(func() error { s.sess.Close(s.ctx, err); return nil })
 	}
 	s.cancel()
+	// Released before the close, so that a client that sees the
+	// connection end can connect again at once within the limits.
+	s.srv.register(s, false)
 	s.closeMu.Lock()
 	s.nc.Close()
 	s.closeMu.Unlock()
 	s.br.Release()
-	s.srv.register(s, false)
 
 	outcome := "quit"
 	if !s.quit {
@@ -307,13 +378,28 @@ func (s *session) finish() {
 // is still sending for a moment, so that closing with unread input does
 // not reset the connection before the client has read our reply.
 func (s *session) lingerClose() {
-	s.bw.Flush()
-	if cw, ok := s.nc.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
+	s.closing = true
+	if s.lingered {
+		return
 	}
+	s.lingered = true
+	s.bw.Flush()
+	closeWrite(s.nc)
 	s.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
 	io.CopyN(io.Discard, s.nc, lingerBytes)
-	s.closing = true
+}
+
+// closeWrite half-closes c, so that the client reads our last reply and
+// then end of stream.
+func closeWrite(c net.Conn) {
+	switch c := c.(type) {
+	case interface{ CloseWrite() error }:
+		c.CloseWrite()
+	case *proxyproto.Conn: // it hides the method of the TCP connection it wraps
+		if tc, ok := c.TCPConn(); ok {
+			tc.CloseWrite()
+		}
+	}
 }
 
 // callHook runs user code, turning a panic into a 451 for this step.
@@ -349,8 +435,8 @@ func (s *session) dispatch(cmd wire.Command) {
 		case "HELO", "EHLO", "LHLO", "QUIT", "STARTTLS":
 		default:
 			s.preHello++
-			if s.preHello > orInt(s.srv.MaxCommandsBeforeHello, DefaultMaxCommandsBeforeHello) {
-				s.bw.Reply(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many commands before HELO, closing connection")
+			if s.preHello > limit(s.srv.MaxCommandsBeforeHello, DefaultMaxCommandsBeforeHello) {
+				s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many commands before HELO, closing connection")
 				s.endErr = errors.New("too many commands before HELO")
 				s.closing = true
 				return
@@ -495,8 +581,8 @@ func (s *session) cmdMail(arg string) {
 		s.reply(503, smtp.EnhancedCode{5, 5, 1}, "Nested MAIL command")
 		return
 	}
-	if s.txCount >= orInt(s.srv.MaxTransactions, DefaultMaxTransactions) {
-		s.bw.Reply(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many messages in one connection, closing")
+	if s.txCount >= limit(s.srv.MaxTransactions, DefaultMaxTransactions) {
+		s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many messages in one connection, closing")
 		s.endErr = errors.New("too many transactions")
 		s.closing = true
 		return
@@ -564,14 +650,19 @@ func (s *session) mailOptions(params []wire.Param) (smtp.MailOptions, *smtp.Erro
 				return bad("Invalid SIZE")
 			}
 			o.Size = n
-		case p.Key == "BODY" && s.srv.enabled(Ext8BitMIME):
+		case p.Key == "BODY" && (s.srv.enabled(Ext8BitMIME) || s.binaryMIME()):
+			// BODY comes with 8BITMIME (RFC 6152) and with BINARYMIME
+			// (RFC 3030 3), each of which may be on without the other.
 			switch smtp.BodyType(strings.ToUpper(p.Value)) {
 			case smtp.Body7Bit:
 				o.Body = smtp.Body7Bit
 			case smtp.Body8BitMIME:
+				if !s.srv.enabled(Ext8BitMIME) {
+					return o, smtp.NewError(555, smtp.EnhancedCode{5, 5, 4}, "BODY=8BITMIME not supported")
+				}
 				o.Body = smtp.Body8BitMIME
 			case smtp.BodyBinaryMIME:
-				if !s.srv.enabled(ExtBinaryMIME) || !s.srv.enabled(ExtChunking) {
+				if !s.binaryMIME() {
 					return o, smtp.NewError(555, smtp.EnhancedCode{5, 5, 4}, "BODY=BINARYMIME not supported")
 				}
 				o.Body = smtp.BodyBinaryMIME
@@ -618,6 +709,10 @@ func (s *session) mailOptions(params []wire.Param) (smtp.MailOptions, *smtp.Erro
 	return o, nil
 }
 
+func (s *session) binaryMIME() bool {
+	return s.srv.enabled(ExtBinaryMIME) && s.srv.enabled(ExtChunking)
+}
+
 func (s *session) cmdRcpt(arg string) {
 	if s.from == nil {
 		s.reply(503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL before RCPT")
@@ -636,22 +731,28 @@ func (s *session) cmdRcpt(arg string) {
 		s.reply(553, smtp.EnhancedCode{5, 6, 7}, "Non-ASCII address needs SMTPUTF8")
 		return
 	}
-	if len(s.rcpts) >= orInt(s.srv.MaxRecipients, DefaultMaxRecipients) {
+	if len(s.rcpts) >= limit(s.srv.MaxRecipients, DefaultMaxRecipients) {
 		// RFC 5321 4.5.3.1.10: 452, and the client sends the rest later.
 		s.reply(452, smtp.EnhancedCode{4, 5, 3}, "Too many recipients")
 		return
 	}
 	var opts smtp.RcptOptions
-	for _, p := range params {
+	for i, p := range params {
+		for _, q := range params[:i] {
+			if q.Key == p.Key {
+				s.reply(501, smtp.EnhancedCode{5, 5, 4}, "Duplicate parameter "+p.Key)
+				return
+			}
+		}
 		switch {
-		case p.Key == "NOTIFY" && s.srv.enabled(ExtDSN) && opts.Notify == nil:
+		case p.Key == "NOTIFY" && s.srv.enabled(ExtDSN):
 			n, err := smtp.ParseNotify(p.Value)
 			if err != nil {
 				s.reply(501, smtp.EnhancedCode{5, 5, 4}, "Invalid NOTIFY")
 				return
 			}
 			opts.Notify = n
-		case p.Key == "ORCPT" && s.srv.enabled(ExtDSN) && opts.OriginalRecipientType == "":
+		case p.Key == "ORCPT" && s.srv.enabled(ExtDSN):
 			typ, val, ok := strings.Cut(p.Value, ";")
 			dec, err := smtp.DecodeXtext(val)
 			if !ok || typ == "" || err != nil || val == "" {
@@ -733,8 +834,15 @@ func (s *session) cmdData(arg string) {
 		return
 	}
 	s.bw.Reply(354, smtp.EnhancedCode{}, "Start mail input; end with <CRLF>.<CRLF>")
+	// RFC 2920 3.1: DATA ends a batch, and the client sends nothing more
+	// until it has the 354. Send it now: Data may do slow work (open a
+	// spool file, connect to the next hop) before it reads the body.
+	if s.br.Buffered() == 0 {
+		s.flush()
+	}
 	s.tc.readTimeout = orDur(s.srv.DataTimeout, DefaultDataTimeout)
-	dr := wire.NewDotReader(s.br, s.srv.maxMessageBytes(), orInt(s.srv.MaxTextLineLength, DefaultMaxTextLineLength))
+	s.br.Grow(wire.BodyBufferSize)
+	dr := wire.NewDotReader(s.br, s.srv.maxMessageBytes(), orPos(s.srv.MaxTextLineLength, DefaultMaxTextLineLength))
 	results := s.runData(dr)
 	rerr := dr.Drain()
 	s.tc.readTimeout = orDur(s.srv.ReadTimeout, DefaultReadTimeout)
@@ -846,6 +954,7 @@ func (s *session) cmdStartTLS(arg string) {
 	s.bw.Reply(220, smtp.EnhancedCode{2, 0, 0}, "Ready to start TLS")
 	if err := s.bw.Flush(); err != nil {
 		s.endErr = err
+		s.peerDone = true
 		s.closing = true
 		return
 	}
@@ -857,6 +966,7 @@ func (s *session) cmdStartTLS(arg string) {
 	cancel()
 	if err != nil {
 		s.endErr = fmt.Errorf("starttls handshake: %w", err)
+		s.peerDone = true
 		s.closing = true
 		return
 	}

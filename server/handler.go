@@ -106,6 +106,21 @@ func (s *LMTPStatus) Set(i int, err error) {
 	}
 }
 
+// Result returns what was Set for the i-th recipient, and whether
+// anything was: for wrappers that record results, and for tests.
+func (s *LMTPStatus) Result(i int) (err error, ok bool) {
+	if i < 0 || i >= len(s.errs) {
+		return nil, false
+	}
+	return s.errs[i], s.set[i]
+}
+
+// NewLMTPStatus returns a status for the given recipients, so that an
+// LMTPData implementation can be unit-tested without a server.
+func NewLMTPStatus(rcpts []smtp.Address) *LMTPStatus {
+	return &LMTPStatus{rcpts: rcpts, errs: make([]error, len(rcpts)), set: make([]bool, len(rcpts))}
+}
+
 // Conn describes a client connection. Its methods may be called from hooks
 // on the connection's goroutine; the fields that change (HELO name, TLS,
 // authentication) change only between hooks.

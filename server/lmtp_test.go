@@ -159,3 +159,20 @@ func TestLMTP(t *testing.T) {
 		`,
 	}})
 }
+
+func TestLMTPStatusStandalone(t *testing.T) {
+	st := NewLMTPStatus([]smtp.Address{{Local: "a", Domain: "x.test"}, {Local: "b", Domain: "x.test"}})
+	st.Set(1, smtp.NoSuchUser())
+	if _, ok := st.Result(0); ok {
+		t.Error("recipient 0 reported as set")
+	}
+	if err, ok := st.Result(1); !ok || err == nil {
+		t.Errorf("recipient 1: %v %v", err, ok)
+	}
+	if _, ok := st.Result(5); ok {
+		t.Error("out of range reported as set")
+	}
+	if len(st.Recipients()) != 2 {
+		t.Error("recipients lost")
+	}
+}

@@ -919,7 +919,9 @@ func (s *session) finishTx(bodyErr *smtp.Error, results []error) {
 		switch {
 		case e == nil:
 			accepted = true
-			s.reply(250, smtp.EnhancedCode{2, 0, 0}, "OK: queued as "+s.conn.ID)
+			// The connection ID and the message's number in it name the
+			// message uniquely for this server run.
+			s.reply(250, smtp.EnhancedCode{2, 0, 0}, "OK: queued as "+s.conn.ID+"."+strconv.Itoa(s.txCount+1))
 		case e.Code >= 200 && e.Code < 300:
 			accepted = true
 			s.replyErr(e)

@@ -31,14 +31,24 @@ func New(t testing.TB, records ...string) *Server {
 	t.Helper()
 	s := &Server{failing: map[string]int{}}
 	s.Set(t, records...)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// UDP and TCP on the same port: a UDP port the kernel picked may be
+	// taken for TCP, so try a few.
+	var pc net.PacketConn
+	var l net.Listener
+	for attempt := 0; ; attempt++ {
+		var err error
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			break
+		}
 		pc.Close()
-		t.Fatal(err)
+		if attempt == 20 {
+			t.Fatal(err)
+		}
 	}
 	s.Addr = pc.LocalAddr().String()
 	h := dns.HandlerFunc(s.serve)

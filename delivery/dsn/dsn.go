@@ -199,6 +199,10 @@ func Write(w io.Writer, r *Report, original io.Reader) error {
 		if err := copyOriginal(bw, original, r.HeadersOnly); err != nil {
 			return err
 		}
+		// RFC 2046 5.1.1: the CRLF before a boundary belongs to the
+		// boundary, so without another one the original's last line
+		// would lose its line break.
+		p("")
 	}
 	p("--%s--", boundary)
 	return bw.Flush()

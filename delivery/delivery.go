@@ -472,7 +472,8 @@ func (s *Scheduler) notify(ctx context.Context, m *queue.Message, idx []int, act
 		return err
 	}
 	env := &queue.Envelope{
-		MailOptions: smtp.MailOptions{UTF8: m.MailOptions.UTF8},
+		// The report's text part is 8-bit UTF-8, and so may the original be.
+		MailOptions: smtp.MailOptions{UTF8: m.MailOptions.UTF8, Body: smtp.Body8BitMIME},
 		Recipients:  []queue.Recipient{{Address: m.From, Options: smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.NotifyNever}}}},
 		Received:    now,
 		Client:      "local DSN for " + m.ID,

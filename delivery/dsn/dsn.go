@@ -171,7 +171,13 @@ func Write(w io.Writer, r *Report, original io.Reader) error {
 			p("Remote-MTA: dns; %s", headerSafe(rc.RemoteMTA))
 		}
 		if rc.Diagnostic != "" {
-			p("Diagnostic-Code: smtp; %s", oneLine(rc.Diagnostic))
+			// "smtp" only for a remote server's reply (RFC 3464 2.3.6);
+			// our own reasons (expiry, the administrator) get our type.
+			typ := "smtp"
+			if rc.RemoteMTA == "" {
+				typ = "X-smtpkit"
+			}
+			p("Diagnostic-Code: %s; %s", typ, oneLine(rc.Diagnostic))
 		}
 		if !rc.LastAttempt.IsZero() {
 			p("Last-Attempt-Date: %s", rc.LastAttempt.Format(time.RFC1123Z))

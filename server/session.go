@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime/debug"
 	"strconv"
@@ -358,6 +359,10 @@ func (s *session) finish() {
 	s.closeMu.Unlock()
 	s.br.Release()
 
+	log := s.srv.logger()
+	if !log.Enabled(s.ctx, slog.LevelInfo) {
+		return // spare building the line at every connection when nobody reads it
+	}
 	outcome := "quit"
 	if !s.quit {
 		outcome = "aborted"
@@ -371,7 +376,7 @@ func (s *session) finish() {
 	if s.conn.identity != "" {
 		attrs = append(attrs, "user", s.conn.identity)
 	}
-	s.srv.logger().Info("session", attrs...)
+	log.Info("session", attrs...)
 }
 
 // lingerClose sends what is buffered, then reads and drops what the client

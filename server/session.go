@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -357,7 +358,8 @@ func (s *session) finish() {
 	s.closeMu.Lock()
 	s.nc.Close()
 	s.closeMu.Unlock()
-	s.br.Release()
+	s.br.Free()
+	s.bw.Free()
 
 	log := s.srv.logger()
 	if !log.Enabled(s.ctx, slog.LevelInfo) {
@@ -642,12 +644,13 @@ func (s *session) mailOptions(params []wire.Param) (smtp.MailOptions, *smtp.Erro
 	bad := func(msg string) (smtp.MailOptions, *smtp.Error) {
 		return o, smtp.NewError(501, smtp.EnhancedCode{5, 5, 4}, msg)
 	}
-	seen := map[string]bool{}
+	// MAIL carries a handful of parameters: a linear scan beats a map.
+	seen := make([]string, 0, 8)
 	for _, p := range params {
-		if seen[p.Key] {
+		if slices.Contains(seen, p.Key) {
 			return bad("Duplicate parameter " + p.Key)
 		}
-		seen[p.Key] = true
+		seen = append(seen, p.Key)
 		switch {
 		case p.Key == "SIZE" && s.srv.enabled(ExtSize):
 			n, err := strconv.ParseInt(p.Value, 10, 64)

@@ -12,10 +12,16 @@ import (
 // message takes few reads. The large buffers are pooled between sessions.
 const (
 	CommandBufferSize = 4096
-	BodyBufferSize    = 32 * 1024
+	BodyBufferSize    = 16 * 1024
 )
 
-var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, BodyBufferSize); return &b }}
+// Buffers are pooled: a connection costs garbage only for what it really
+// keeps, which spares the collector work at every connection and keeps the
+// heap, and so the resident size, flat under many short sessions.
+var (
+	bodyBuffers    = sync.Pool{New: func() any { b := make([]byte, BodyBufferSize); return &b }}
+	commandBuffers = sync.Pool{New: func() any { b := make([]byte, CommandBufferSize); return &b }}
+)
 
 // Errors from the reader.
 var (
@@ -39,6 +45,7 @@ type Reader struct {
 	err    error
 	pooled *[]byte // the pooled body buffer in use, if any
 	small  []byte  // the command buffer, kept while a pooled one is in use
+	cmdBuf *[]byte // the pooled command buffer, returned by Free
 
 	// BeforeFill, if set, runs before the reader blocks reading from the
 	// connection. The server flushes its pending replies here, which is
@@ -51,7 +58,26 @@ func NewReader(rd io.Reader, size int) *Reader {
 	if size < 64 {
 		size = 64
 	}
+	if size == CommandBufferSize {
+		p := commandBuffers.Get().(*[]byte)
+		return &Reader{rd: rd, buf: *p, cmdBuf: p}
+	}
 	return &Reader{rd: rd, buf: make([]byte, size)}
+}
+
+// Free returns the reader's buffers to their pools. The reader must not be
+// used afterwards.
+func (b *Reader) Free() {
+	if b.pooled != nil {
+		bodyBuffers.Put(b.pooled)
+		b.pooled = nil
+	}
+	if b.cmdBuf != nil {
+		commandBuffers.Put(b.cmdBuf)
+		b.cmdBuf = nil
+	}
+	b.buf, b.small, b.rd = nil, nil, nil
+	b.r, b.w = 0, 0
 }
 
 // Reset makes the reader read from rd, discarding anything buffered. It is

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/smtpkit/smtpkit/smtp"
 )
@@ -20,7 +21,23 @@ type Writer struct {
 }
 
 // NewWriter returns a Writer over w.
-func NewWriter(w io.Writer) *Writer { return &Writer{bw: bufio.NewWriterSize(w, 4096)} }
+func NewWriter(w io.Writer) *Writer {
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return &Writer{bw: bw}
+}
+
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+
+// Free returns the writer's buffer to its pool, dropping anything
+// unflushed. The writer must not be used afterwards.
+func (w *Writer) Free() {
+	if w.bw != nil {
+		w.bw.Reset(nil)
+		writerPool.Put(w.bw)
+		w.bw = nil
+	}
+}
 
 // Reset makes the writer write to w, dropping anything unflushed.
 func (w *Writer) Reset(wr io.Writer) { w.bw.Reset(wr) }

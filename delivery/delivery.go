@@ -490,27 +490,7 @@ func (s *Scheduler) notify(ctx context.Context, m *queue.Message, idx []int, act
 // parseEnhanced finds the enhanced code in a stored reply such as
 // "550 5.1.1 No such user".
 func parseEnhanced(reply string) smtp.EnhancedCode {
-	f := strings.Fields(reply)
-	if len(f) < 2 {
-		return smtp.EnhancedCode{}
-	}
-	var ec smtp.EnhancedCode
-	parts := strings.Split(f[1], ".")
-	if len(parts) != 3 {
-		return smtp.EnhancedCode{}
-	}
-	for i, p := range parts {
-		n := 0
-		for _, c := range p {
-			if c < '0' || c > '9' {
-				return smtp.EnhancedCode{}
-			}
-			n = n*10 + int(c-'0')
-		}
-		ec[i] = n
-	}
-	if ec[0] < 2 || ec[0] > 5 {
-		return smtp.EnhancedCode{}
-	}
+	_, rest, _ := strings.Cut(reply, " ")
+	ec, _, _ := smtp.ParseEnhancedCode(rest)
 	return ec
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // EnhancedCode is an RFC 3463 enhanced status code, class.subject.detail.
@@ -101,3 +102,29 @@ func Defer(msg string) *Error { return NewError(451, EnhancedCode{4, 7, 1}, msg)
 
 // NoSuchUser returns 550 5.1.1: the recipient mailbox does not exist.
 func NoSuchUser() *Error { return NewError(550, EnhancedCode{5, 1, 1}, "No such user here") }
+
+// ParseEnhancedCode parses an RFC 3463 code, "class.subject.detail", at
+// the start of s, followed by a space or the end: class 2, 4 or 5, subject
+// and detail of one to three digits. It returns the rest after the space.
+func ParseEnhancedCode(s string) (code EnhancedCode, rest string, ok bool) {
+	word, rest, _ := strings.Cut(s, " ")
+	parts := strings.Split(word, ".")
+	if len(parts) != 3 {
+		return EnhancedCode{}, s, false
+	}
+	for i, p := range parts {
+		if p == "" || len(p) > 3 || i == 0 && len(p) != 1 {
+			return EnhancedCode{}, s, false
+		}
+		for j := 0; j < len(p); j++ {
+			if p[j] < '0' || p[j] > '9' {
+				return EnhancedCode{}, s, false
+			}
+			code[i] = code[i]*10 + int(p[j]-'0')
+		}
+	}
+	if code[0] != 2 && code[0] != 4 && code[0] != 5 {
+		return EnhancedCode{}, s, false
+	}
+	return code, rest, true
+}

@@ -123,3 +123,27 @@ func TestErrorOf(t *testing.T) {
 		t.Errorf("ErrorOf(wrapped typed nil) = %v, want 451", got)
 	}
 }
+
+func TestParseEnhancedCode(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		code EnhancedCode
+		rest string
+		ok   bool
+	}{
+		{"5.1.1 No such user", EnhancedCode{5, 1, 1}, "No such user", true},
+		{"2.0.0", EnhancedCode{2, 0, 0}, "", true},
+		{"4.7.123 x", EnhancedCode{4, 7, 123}, "x", true},
+		{"3.0.0 no", EnhancedCode{}, "3.0.0 no", false},
+		{"55.1.1 x", EnhancedCode{}, "55.1.1 x", false},
+		{"5.1 x", EnhancedCode{}, "5.1 x", false},
+		{"5.1.1234 x", EnhancedCode{}, "5.1.1234 x", false},
+		{"5.a.1 x", EnhancedCode{}, "5.a.1 x", false},
+		{"hello", EnhancedCode{}, "hello", false},
+	} {
+		code, rest, ok := ParseEnhancedCode(tc.in)
+		if code != tc.code || rest != tc.rest || ok != tc.ok {
+			t.Errorf("ParseEnhancedCode(%q) = %v %q %v", tc.in, code, rest, ok)
+		}
+	}
+}

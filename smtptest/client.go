@@ -507,7 +507,7 @@ func (c *Client) readReply() (Reply, error) {
 	// RFC 2034 3: the enhanced code starts the text of every line, and its
 	// class is the reply's first digit.
 	if class := r.Code / 100; class == 2 || class == 4 || class == 5 {
-		if enh, ok := parseEnhanced(r.Lines[0]); ok && enh[0] == class {
+		if enh, _, ok := smtp.ParseEnhancedCode(r.Lines[0]); ok && enh[0] == class {
 			r.Enhanced = enh
 			prefix := enh.String()
 			for i, l := range r.Lines {
@@ -559,23 +559,4 @@ func isDigits(s string) bool {
 		}
 	}
 	return s != ""
-}
-
-// parseEnhanced parses "class.subject.detail" at the start of s, followed by
-// a space or the end (RFC 3463 2: class 2, 4 or 5; subject and detail of
-// one to three digits).
-func parseEnhanced(s string) (smtp.EnhancedCode, bool) {
-	word, _, _ := strings.Cut(s, " ")
-	parts := strings.Split(word, ".")
-	if len(parts) != 3 {
-		return smtp.EnhancedCode{}, false
-	}
-	var enh smtp.EnhancedCode
-	for i, p := range parts {
-		if len(p) == 0 || len(p) > 3 || i == 0 && len(p) != 1 || !isDigits(p) {
-			return smtp.EnhancedCode{}, false
-		}
-		enh[i], _ = strconv.Atoi(p)
-	}
-	return enh, true
 }

@@ -79,23 +79,8 @@ func (b *Reader) ReadReply(maxLine int) (Reply, error) {
 
 // splitEnhanced parses a leading "x.y.z " whose class agrees with code.
 func splitEnhanced(text string, code int) (smtp.EnhancedCode, string) {
-	field, rest, _ := strings.Cut(text, " ")
-	parts := strings.Split(field, ".")
-	if len(parts) != 3 {
-		return smtp.EnhancedCode{}, text
-	}
-	var ec smtp.EnhancedCode
-	for i, p := range parts {
-		if p == "" || len(p) > 3 {
-			return smtp.EnhancedCode{}, text
-		}
-		v, err := strconv.Atoi(p)
-		if err != nil || v < 0 {
-			return smtp.EnhancedCode{}, text
-		}
-		ec[i] = v
-	}
-	if ec[0] != code/100 || ec[0] < 2 || ec[0] > 5 {
+	ec, rest, ok := smtp.ParseEnhancedCode(text)
+	if !ok || ec[0] != code/100 {
 		return smtp.EnhancedCode{}, text
 	}
 	return ec, rest

@@ -233,54 +233,63 @@ func (s *Spool) roll() error {
 
 // Put implements queue.Queue.
 func (s *Spool) Put(ctx context.Context, env *queue.Envelope, body io.Reader) (string, error) {
-	id := s.newID()
+	m := &queue.Message{ID: s.newID(), Envelope: *env}
+	m.Recipients = append([]queue.Recipient(nil), env.Recipients...)
+	e, err := s.writeMessage(ctx, m, body)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	s.addEntry(e)
+	s.mu.Unlock()
+	return m.ID, nil
+}
+
+// writeMessage appends a message, its body as chunk records and then a
+// commit record holding its state, and returns once that is durable. It
+// sets m.Size. The entry it returns is not yet indexed.
+func (s *Spool) writeMessage(ctx context.Context, m *queue.Message, body io.Reader) (*entry, error) {
 	bp := s.bufs.Get().(*[]byte)
 	buf := (*bp)[:chunkSize]
 	defer s.bufs.Put(bp)
-	var extents []extent
-	var size int64
-	segs := map[int64]struct{}{}
+	e := &entry{msg: m, segs: map[int64]struct{}{}}
+	m.Size = 0
 	for {
 		if err := ctx.Err(); err != nil {
-			return "", err
+			return nil, err
 		}
 		n, err := io.ReadFull(body, buf)
-		size += int64(n)
+		m.Size += int64(n)
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			buf = buf[:n]
 			break
 		}
 		if err != nil {
-			return "", err
+			return nil, err
 		}
-		ext, _, err := s.appendRecord(recChunk, id, nil, buf[:n])
+		ext, _, err := s.appendRecord(recChunk, m.ID, nil, buf[:n])
 		if err != nil {
-			return "", err
+			return nil, err
 		}
-		extents = append(extents, ext)
-		segs[ext.seg] = struct{}{}
+		e.extents = append(e.extents, ext)
+		e.segs[ext.seg] = struct{}{}
 	}
-	m := &queue.Message{ID: id, Envelope: *env, Size: size}
-	m.Recipients = append([]queue.Recipient(nil), env.Recipients...)
 	meta, err := json.Marshal(m)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	// The last part of the body rides in the commit record itself, so a
 	// small message is one write.
-	ext, end, err := s.appendRecord(recCommit, id, meta, buf)
+	ext, end, err := s.appendRecord(recCommit, m.ID, meta, buf)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	extents = append(extents, ext)
-	segs[ext.seg] = struct{}{}
+	e.extents = append(e.extents, ext)
+	e.segs[ext.seg] = struct{}{}
 	if err := s.sync.wait(s.segByNum(ext.seg), end); err != nil {
-		return "", err
+		return nil, err
 	}
-	s.mu.Lock()
-	s.addEntry(&entry{msg: m, extents: extents, segs: segs})
-	s.mu.Unlock()
-	return id, nil
+	return e, nil
 }
 
 func (s *Spool) segByNum(n int64) *segment {
@@ -578,38 +587,8 @@ func (s *Spool) rewrite(ctx context.Context, id string) error {
 		return err
 	}
 	defer rc.Close()
-	bp := s.bufs.Get().(*[]byte)
-	buf := (*bp)[:chunkSize]
-	defer s.bufs.Put(bp)
-	var extents []extent
-	segs := map[int64]struct{}{}
-	for {
-		n, err := io.ReadFull(rc, buf)
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			buf = buf[:n]
-			break
-		}
-		if err != nil {
-			return err
-		}
-		ext, _, err := s.appendRecord(recChunk, id, nil, buf[:n])
-		if err != nil {
-			return err
-		}
-		extents = append(extents, ext)
-		segs[ext.seg] = struct{}{}
-	}
-	meta, err := json.Marshal(m)
+	e, err := s.writeMessage(ctx, m, rc)
 	if err != nil {
-		return err
-	}
-	ext, end, err := s.appendRecord(recCommit, id, meta, buf)
-	if err != nil {
-		return err
-	}
-	extents = append(extents, ext)
-	segs[ext.seg] = struct{}{}
-	if err := s.sync.wait(s.segByNum(ext.seg), end); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -618,15 +597,17 @@ func (s *Spool) rewrite(ctx context.Context, id string) error {
 	if !ok {
 		return nil // delivered or deleted meanwhile; its records are dead
 	}
-	// Keep the newest state: an Update may have landed during the copy.
-	// Its state record is in a segment at least as new as this commit's
-	// start, so it stays referenced.
+	// Keep the newest state: an Update may have landed during the copy,
+	// in a segment at least as new as the copy's commit; it stays
+	// referenced.
+	commitSeg := e.extents[len(e.extents)-1].seg
 	for n := range cur.segs {
-		if n > ext.seg || n == ext.seg {
-			segs[n] = struct{}{}
+		if n >= commitSeg {
+			e.segs[n] = struct{}{}
 		}
 	}
-	s.addEntry(&entry{msg: cur.msg, extents: extents, segs: segs})
+	e.msg = cur.msg
+	s.addEntry(e)
 	return nil
 }
 

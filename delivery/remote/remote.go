@@ -94,6 +94,48 @@ func (p *pool) Close() {
 	}
 }
 
+// deliver runs one transaction on a pooled connection to key, or on a new
+// one from connect. A pooled connection that turns out to be dead is
+// replaced once; an error means the host could not be used at all.
+func (p *pool) deliver(ctx context.Context, key, host string, connect func() (*client.Client, error), m *queue.Message, idx []int, body func() (io.ReadCloser, error)) ([]error, error) {
+	for attempt := 0; attempt < 2; attempt++ {
+		pc := p.get(key)
+		fresh := pc == nil
+		if fresh {
+			c, err := connect()
+			if err != nil {
+				return nil, err
+			}
+			pc = &pooled{c: c, mta: host}
+		}
+		errs, err := send(ctx, pc.c, m, idx, body)
+		if err != nil {
+			pc.c.Close()
+			if !fresh {
+				continue // a cached connection went stale: once more, anew
+			}
+			return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 4, 2}, "Connection to "+host+" failed", err)
+		}
+		p.put(key, pc)
+		return errs, nil
+	}
+	return nil, smtp.NewError(451, smtp.EnhancedCode{4, 4, 2}, "Connection to "+host+" failed")
+}
+
+// greet reads the greeting on a new connection and says EHLO.
+func greet(ctx context.Context, conn net.Conn, localName, host string) (*client.Client, error) {
+	c, err := client.New(ctx, conn, client.Options{LocalName: localName})
+	if err != nil {
+		conn.Close()
+		return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 4, 2}, "Bad greeting from "+host, err)
+	}
+	if err := c.Hello(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
 // rcptList builds the client recipients for the given indexes.
 func rcptList(m *queue.Message, idx []int) []client.Recipient {
 	out := make([]client.Recipient, len(idx))
@@ -255,29 +297,8 @@ func (t *MX) Deliver(ctx context.Context, m *queue.Message, domain string, idx [
 // means the host could not be used at all.
 func (t *MX) tryHost(ctx context.Context, host string, addr netip.Addr, req *Requirement, m *queue.Message, idx []int, body func() (io.ReadCloser, error)) ([]error, error) {
 	target := net.JoinHostPort(addr.String(), strconv.Itoa(t.port()))
-	key := target + "|" + host + "|" + req.Name
-	for attempt := 0; attempt < 2; attempt++ {
-		pc := t.pool.get(key)
-		fresh := pc == nil
-		if fresh {
-			c, err := t.connect(ctx, host, target, req)
-			if err != nil {
-				return nil, err
-			}
-			pc = &pooled{c: c, mta: host}
-		}
-		errs, err := send(ctx, pc.c, m, idx, body)
-		if err != nil {
-			pc.c.Close()
-			if !fresh {
-				continue // a cached connection went stale: once more, anew
-			}
-			return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 4, 2}, "Connection to "+host+" failed", err)
-		}
-		t.pool.put(key, pc)
-		return errs, nil
-	}
-	return nil, smtp.NewError(451, smtp.EnhancedCode{4, 4, 2}, "Connection to "+host+" failed")
+	connect := func() (*client.Client, error) { return t.connect(ctx, host, target, req) }
+	return t.pool.deliver(ctx, target+"|"+host+"|"+req.Name, host, connect, m, idx, body)
 }
 
 func (t *MX) connect(ctx context.Context, host, target string, req *Requirement) (*client.Client, error) {
@@ -289,13 +310,8 @@ func (t *MX) connect(ctx context.Context, host, target string, req *Requirement)
 	if err != nil {
 		return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 4, 1}, "Cannot connect to "+host, err)
 	}
-	c, err := client.New(ctx, conn, client.Options{LocalName: t.LocalName})
+	c, err := greet(ctx, conn, t.LocalName, host)
 	if err != nil {
-		conn.Close()
-		return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 4, 2}, "Bad greeting from "+host, err)
-	}
-	if err := c.Hello(ctx); err != nil {
-		c.Close()
 		return nil, err
 	}
 	if ok, _ := c.Extension("STARTTLS"); ok {
@@ -338,32 +354,16 @@ func (t *Smarthost) Close() { t.pool.Close() }
 // Deliver implements delivery.Transport.
 func (t *Smarthost) Deliver(ctx context.Context, m *queue.Message, domain string, idx []int, body func() (io.ReadCloser, error)) []delivery.Result {
 	host, _, _ := net.SplitHostPort(t.Addr)
-	for attempt := 0; attempt < 2; attempt++ {
-		pc := t.pool.get(t.Addr)
-		fresh := pc == nil
-		if fresh {
-			c, err := t.connect(ctx, host)
-			if err != nil {
-				return all(len(idx), err, host)
-			}
-			pc = &pooled{c: c, mta: host}
-		}
-		errs, err := send(ctx, pc.c, m, idx, body)
-		if err != nil {
-			pc.c.Close()
-			if !fresh {
-				continue
-			}
-			return all(len(idx), smtp.Wrap(451, smtp.EnhancedCode{4, 4, 2}, "Connection to "+host+" failed", err), host)
-		}
-		t.pool.put(t.Addr, pc)
-		out := make([]delivery.Result, len(idx))
-		for k := range out {
-			out[k] = delivery.Result{Err: errs[k], RemoteMTA: host}
-		}
-		return out
+	connect := func() (*client.Client, error) { return t.connect(ctx, host) }
+	errs, err := t.pool.deliver(ctx, t.Addr, host, connect, m, idx, body)
+	if err != nil {
+		return all(len(idx), err, host)
 	}
-	return all(len(idx), smtp.NewError(451, smtp.EnhancedCode{4, 4, 2}, "Connection to "+host+" failed"), host)
+	out := make([]delivery.Result, len(idx))
+	for k := range out {
+		out[k] = delivery.Result{Err: errs[k], RemoteMTA: host}
+	}
+	return out
 }
 
 func (t *Smarthost) connect(ctx context.Context, host string) (*client.Client, error) {
@@ -386,13 +386,8 @@ func (t *Smarthost) connect(ctx context.Context, host string) (*client.Client, e
 	if err != nil {
 		return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 4, 1}, "Cannot connect to smarthost "+host, err)
 	}
-	c, err := client.New(ctx, conn, client.Options{LocalName: t.LocalName})
+	c, err := greet(ctx, conn, t.LocalName, "smarthost "+host)
 	if err != nil {
-		conn.Close()
-		return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 4, 2}, "Bad greeting from smarthost "+host, err)
-	}
-	if err := c.Hello(ctx); err != nil {
-		c.Close()
 		return nil, err
 	}
 	if !t.ImplicitTLS {

@@ -76,7 +76,7 @@ type Scheduler struct {
 	mu       sync.Mutex
 	due      map[string]time.Time // message ID → next due time
 	inflight map[string]bool
-	domains  map[string]int
+	domains  map[string]*domainSlots
 	wake     chan struct{}
 	slots    chan struct{}
 	wg       sync.WaitGroup
@@ -111,7 +111,7 @@ func (s *Scheduler) init() {
 	s.started = true
 	s.due = map[string]time.Time{}
 	s.inflight = map[string]bool{}
-	s.domains = map[string]int{}
+	s.domains = map[string]*domainSlots{}
 	s.wake = make(chan struct{}, 1)
 	s.slots = make(chan struct{}, or(s.Concurrency, DefaultConcurrency))
 }
@@ -260,16 +260,17 @@ func (s *Scheduler) attempt(ctx context.Context, id string) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for domain, idx := range byDomain {
-		if !s.takeDomain(domain) {
-			// The domain is at its limit: try again shortly.
-			for _, i := range idx {
-				m.Recipients[i].NextAttempt = now.Add(time.Second)
-			}
-			continue
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Wait our turn at the domain's limit rather than put the
+			// recipients off: a burst to one domain then flows at the
+			// limit instead of in one-second steps. Each domain waits in
+			// its own goroutine, so no slot is held while waiting for
+			// another.
+			if err := s.takeDomain(ctx, domain); err != nil {
+				return
+			}
 			defer s.releaseDomain(domain)
 			res := s.Transport.Deliver(ctx, m, domain, idx, body)
 			mu.Lock()
@@ -292,22 +293,47 @@ func (s *Scheduler) attempt(ctx context.Context, id string) {
 	s.finish(ctx, m, now)
 }
 
-func (s *Scheduler) takeDomain(d string) bool {
+func (s *Scheduler) takeDomain(ctx context.Context, d string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.domains[d] >= or(s.DomainConcurrency, DefaultDomainConcurrency) {
-		return false
+	sem, ok := s.domains[d]
+	if !ok {
+		sem = &domainSlots{ch: make(chan struct{}, or(s.DomainConcurrency, DefaultDomainConcurrency))}
+		s.domains[d] = sem
 	}
-	s.domains[d]++
-	return true
+	sem.users++
+	s.mu.Unlock()
+	select {
+	case sem.ch <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		s.releaseDomainUser(d, sem)
+		return ctx.Err()
+	}
 }
 
 func (s *Scheduler) releaseDomain(d string) {
 	s.mu.Lock()
+	sem := s.domains[d]
+	s.mu.Unlock()
+	<-sem.ch
+	s.releaseDomainUser(d, sem)
+}
+
+// releaseDomainUser forgets a domain's semaphore once nobody holds or
+// waits for it, so the map does not grow with every domain ever seen.
+func (s *Scheduler) releaseDomainUser(d string, sem *domainSlots) {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.domains[d]--; s.domains[d] <= 0 {
+	if sem.users--; sem.users == 0 {
 		delete(s.domains, d)
 	}
+}
+
+// domainSlots is a domain's concurrency semaphore and how many hold or
+// wait for it.
+type domainSlots struct {
+	ch    chan struct{}
+	users int
 }
 
 // record applies one attempt's result to a recipient.

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -29,6 +30,67 @@ type Resolver struct {
 	Server string
 	// Timeout bounds each query; zero means 5 seconds.
 	Timeout time.Duration
+	// NoCache turns off the answer cache. By default answers are kept for
+	// their TTL (at most 5 minutes; a name that does not exist for one
+	// minute), since a relay asks the same questions for every message
+	// to a domain.
+	NoCache bool
+
+	mu    sync.Mutex
+	cache map[cacheKey]cached
+}
+
+type cacheKey struct {
+	name  string
+	qtype uint16
+}
+
+type cached struct {
+	msg     *dns.Msg
+	err     error
+	expires time.Time
+}
+
+const (
+	maxCacheTTL      = 5 * time.Minute
+	negativeCacheTTL = time.Minute
+	maxCacheEntries  = 10000
+)
+
+// lookup answers from the cache or asks the server, and keeps what may be
+// kept: answers and NXDOMAIN, never transient failures.
+func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	if r.NoCache {
+		return r.query(ctx, name, qtype)
+	}
+	key := cacheKey{strings.ToLower(dns.Fqdn(name)), qtype}
+	now := time.Now()
+	r.mu.Lock()
+	if c, ok := r.cache[key]; ok && now.Before(c.expires) {
+		r.mu.Unlock()
+		return c.msg, c.err
+	}
+	r.mu.Unlock()
+	in, err := r.query(ctx, name, qtype)
+	var ttl time.Duration
+	switch {
+	case err == nil:
+		ttl = maxCacheTTL
+		for _, rr := range in.Answer {
+			ttl = min(ttl, time.Duration(rr.Header().Ttl)*time.Second)
+		}
+	case errors.Is(err, ErrNoSuchDomain):
+		ttl = negativeCacheTTL
+	}
+	if ttl > 0 {
+		r.mu.Lock()
+		if r.cache == nil || len(r.cache) >= maxCacheEntries {
+			r.cache = map[cacheKey]cached{} // crude, but bounded
+		}
+		r.cache[key] = cached{msg: in, err: err, expires: now.Add(ttl)}
+		r.mu.Unlock()
+	}
+	return in, err
 }
 
 // Errors for lookups. A permanent failure is one the DNS itself states
@@ -104,7 +166,7 @@ type Route struct {
 // (RFC 5321 5.1). A null MX is a permanent *smtp.Error (556 5.1.10), as is
 // a domain that does not exist (550 5.1.2); DNS trouble is temporary.
 func (r *Resolver) LookupMX(ctx context.Context, domain string) (*Route, error) {
-	in, err := r.query(ctx, domain, dns.TypeMX)
+	in, err := r.lookup(ctx, domain, dns.TypeMX)
 	if errors.Is(err, ErrNoSuchDomain) {
 		return nil, smtp.Wrap(550, smtp.EnhancedCode{5, 1, 2}, "Recipient domain "+domain+" does not exist", err)
 	}
@@ -152,7 +214,7 @@ func (r *Resolver) LookupAddrs(ctx context.Context, host string) ([]netip.Addr, 
 	secure := true
 	var firstErr error
 	for _, qt := range []uint16{dns.TypeAAAA, dns.TypeA} {
-		in, err := r.query(ctx, host, qt)
+		in, err := r.lookup(ctx, host, qt)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
@@ -193,7 +255,7 @@ type TLSA struct {
 // answer was DNSSEC-validated; records from an unvalidated answer must
 // not be used (RFC 7672 2.2).
 func (r *Resolver) LookupTLSA(ctx context.Context, host string, port int) ([]TLSA, bool, error) {
-	in, err := r.query(ctx, fmt.Sprintf("_%d._tcp.%s", port, host), dns.TypeTLSA)
+	in, err := r.lookup(ctx, fmt.Sprintf("_%d._tcp.%s", port, host), dns.TypeTLSA)
 	if errors.Is(err, ErrNoSuchDomain) {
 		return nil, in != nil && in.AuthenticatedData, nil
 	}
@@ -211,7 +273,7 @@ func (r *Resolver) LookupTLSA(ctx context.Context, host string, port int) ([]TLS
 
 // LookupTXT returns the TXT strings at name, each record's strings joined.
 func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	in, err := r.query(ctx, name, dns.TypeTXT)
+	in, err := r.lookup(ctx, name, dns.TypeTXT)
 	if errors.Is(err, ErrNoSuchDomain) {
 		return nil, nil
 	}

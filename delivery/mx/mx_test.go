@@ -24,7 +24,7 @@ func TestLookupMX(t *testing.T) {
 		"_25._tcp.a.multi.test. TLSA 3 1 1 aabbcc",
 		"txt.test. TXT \"v=STSv1; id=1\"",
 	)
-	r := &Resolver{Server: srv.Addr}
+	r := &Resolver{Server: srv.Addr, NoCache: true}
 	ctx := context.Background()
 
 	seenFirst := map[string]bool{}
@@ -78,5 +78,28 @@ func TestLookupMX(t *testing.T) {
 	txt, err := r.LookupTXT(ctx, "txt.test")
 	if err != nil || len(txt) != 1 || txt[0] != "v=STSv1; id=1" {
 		t.Fatalf("txt %v %v", txt, err)
+	}
+}
+
+func TestCache(t *testing.T) {
+	srv := dnstest.New(t, "c.test. 300 IN MX 10 mx.c.test.")
+	r := &Resolver{Server: srv.Addr}
+	ctx := context.Background()
+	if _, err := r.LookupMX(ctx, "c.test"); err != nil {
+		t.Fatal(err)
+	}
+	// The server changes its mind; the cached answer stands for its TTL.
+	srv.Set(t, "c.test. 300 IN MX 10 other.c.test.")
+	route, err := r.LookupMX(ctx, "c.test")
+	if err != nil || route.Hosts[0].Name != "mx.c.test" {
+		t.Fatalf("cached answer: %+v %v", route, err)
+	}
+	// A transient failure is not cached.
+	srv.Fail("f.test", dns.RcodeServerFailure)
+	r.LookupMX(ctx, "f.test")
+	srv.Set(t, "f.test. 300 IN MX 10 mx.f.test.")
+	srv.Fail("f.test", dns.RcodeSuccess)
+	if route, err := r.LookupMX(ctx, "f.test"); err != nil || route.Hosts[0].Name != "mx.f.test" {
+		t.Fatalf("after SERVFAIL: %+v %v", route, err)
 	}
 }

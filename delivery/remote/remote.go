@@ -28,7 +28,7 @@ import (
 const (
 	dialTimeout = 30 * time.Second
 	idleTimeout = 30 * time.Second
-	maxIdle     = 8 // idle connections kept per host
+	maxIdle     = 32 // idle connections kept per host: above DefaultDomainConcurrency
 	maxReuse    = 100
 )
 

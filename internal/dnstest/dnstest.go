@@ -84,7 +84,8 @@ func (s *Server) Set(t testing.TB, records ...string) {
 // SetSecure makes answers carry the AD (authenticated data) bit.
 func (s *Server) SetSecure(v bool) { s.mu.Lock(); s.secure = v; s.mu.Unlock() }
 
-// Fail makes queries for name answer with rcode (e.g. dns.RcodeServerFailure).
+// Fail makes queries for name answer with rcode (e.g. dns.RcodeServerFailure);
+// dns.RcodeSuccess makes them answer normally again.
 func (s *Server) Fail(name string, rcode int) {
 	s.mu.Lock()
 	s.failing[dns.Fqdn(strings.ToLower(name))] = rcode
@@ -105,7 +106,7 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	q := req.Question[0]
 	name := strings.ToLower(q.Name)
-	if rc, ok := s.failing[name]; ok {
+	if rc, ok := s.failing[name]; ok && rc != dns.RcodeSuccess {
 		m.Rcode = rc
 		w.WriteMsg(m)
 		return

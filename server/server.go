@@ -215,7 +215,7 @@ func (s *Server) ListenAndServe() error {
 	if addr == "" {
 		addr = ":25"
 	}
-	l, err := net.Listen("tcp", addr)
+	l, err := Listen(addr)
 	if err != nil {
 		return err
 	}
@@ -244,7 +244,7 @@ func (s *Server) ListenAndServeTLS(certFile, keyFile string) error {
 	if addr == "" {
 		addr = ":465"
 	}
-	l, err := net.Listen("tcp", addr)
+	l, err := Listen(addr)
 	if err != nil {
 		return err
 	}
@@ -436,4 +436,12 @@ func (s *Server) closeListeners() error {
 
 func (s *Server) newID() string {
 	return s.idBase + strconv.FormatUint(s.idSeq.Add(1), 36)
+}
+
+// Listen listens on a TCP address for SMTP. TCP keep-alives are off: the
+// read timeouts already end sessions with dead peers, and turning them on
+// costs system calls at every accepted connection.
+func Listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
 }

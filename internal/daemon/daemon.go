@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	listen := func(addrs []string, srv *server.Server, implicitTLS bool) error {
 		for _, a := range addrs {
-			l, err := net.Listen("tcp", a)
+			l, err := server.Listen(a)
 			if err != nil {
 				return err
 			}

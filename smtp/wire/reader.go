@@ -12,7 +12,7 @@ import (
 // message takes few reads. The large buffers are pooled between sessions.
 const (
 	CommandBufferSize = 4096
-	BodyBufferSize    = 16 * 1024
+	BodyBufferSize    = 8 * 1024
 )
 
 // Buffers are pooled: a connection costs garbage only for what it really

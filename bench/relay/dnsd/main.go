@@ -1,6 +1,7 @@
 // Command dnsd is a tiny authoritative DNS responder for the relay
 // benchmark (bench/relay/run.sh): every domain given with -domain has one
-// MX, "mx.<domain>", whose A record is -a (127.0.0.1); AAAA, TXT (so no
+// MX, "mx.<domain>", whose A record is -a (127.0.0.1), or the address given
+// as "domain=address" in the list; AAAA, TXT (so no
 // MTA-STS) and TLSA get an empty NOERROR answer, names outside those domains
 // NXDOMAIN. It listens on UDP and TCP on -listen, counts the queries it
 // answers, and prints the count on stdout when it gets SIGTERM or SIGINT
@@ -24,18 +25,27 @@ import (
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:5353", "UDP and TCP `address`")
-	domains := flag.String("domain", "dst.test", "comma-separated `domains` that get an MX")
+	domains := flag.String("domain", "dst.test", "comma-separated `domains` that get an MX (domain or domain=ipv4)")
 	addr := flag.String("a", "127.0.0.1", "IPv4 `address` of every MX host")
 	flag.Parse()
 	ip := net.ParseIP(*addr).To4()
 	if ip == nil {
 		log.Fatalf("dnsd: -a %q is not an IPv4 address", *addr)
 	}
-	zones := map[string]bool{}
+	zones := map[string]net.IP{} // zone → its MX host's address
 	for _, d := range strings.Split(*domains, ",") {
-		if d = strings.TrimSpace(d); d != "" {
-			zones[dns.Fqdn(strings.ToLower(d))] = true
+		d = strings.TrimSpace(d)
+		if d == "" {
+			continue
 		}
+		zip := ip
+		if name, a, ok := strings.Cut(d, "="); ok {
+			if zip = net.ParseIP(a).To4(); zip == nil {
+				log.Fatalf("dnsd: -domain %q: not an IPv4 address", d)
+			}
+			d = name
+		}
+		zones[dns.Fqdn(strings.ToLower(d))] = zip
 	}
 	var byType [65536]atomic.Int64
 	var total atomic.Int64
@@ -53,9 +63,10 @@ func main() {
 		byType[q.Qtype].Add(1)
 		name := strings.ToLower(q.Name)
 		zone := ""
-		for z := range zones {
+		var zip net.IP
+		for z, a := range zones {
 			if name == z || strings.HasSuffix(name, "."+z) {
-				zone = z
+				zone, zip = z, a
 				break
 			}
 		}
@@ -68,7 +79,7 @@ func main() {
 		case q.Qtype == dns.TypeMX && name == zone:
 			m.Answer = append(m.Answer, &dns.MX{Hdr: hdr(dns.TypeMX), Preference: 10, Mx: "mx." + zone})
 		case q.Qtype == dns.TypeA && name == "mx."+zone:
-			m.Answer = append(m.Answer, &dns.A{Hdr: hdr(dns.TypeA), A: ip})
+			m.Answer = append(m.Answer, &dns.A{Hdr: hdr(dns.TypeA), A: zip})
 		case name == zone || name == "mx."+zone || name == "_mta-sts."+zone:
 			// the name exists; no records of this type (NODATA)
 		default:

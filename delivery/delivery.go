@@ -201,6 +201,11 @@ func earliest(m *queue.Message) time.Time {
 func (s *Scheduler) dispatch(ctx context.Context) time.Time {
 	now := s.now()
 	s.mu.Lock()
+	free := cap(s.slots) - len(s.slots)
+	if free <= 0 {
+		s.mu.Unlock()
+		return time.Time{} // a delivery in flight kicks when it ends
+	}
 	var ready []string
 	var next time.Time
 	for id, t := range s.due {
@@ -209,6 +214,12 @@ func (s *Scheduler) dispatch(ctx context.Context) time.Time {
 		}
 		if !t.After(now) {
 			ready = append(ready, id)
+			if len(ready) >= free {
+				// No room for more: a delivery in flight kicks when it
+				// ends, and the scan resumes then.
+				next = time.Time{}
+				break
+			}
 		} else if next.IsZero() || t.Before(next) {
 			next = t
 		}

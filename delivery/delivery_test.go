@@ -106,6 +106,10 @@ type rig struct {
 // newRig starts a scheduler over a spool, delivering through DNS on
 // loopback to MX hosts on port. Backoffs are made short.
 func newRig(t *testing.T, port int, records ...string) *rig {
+	return newRigWith(t, port, nil, records...)
+}
+
+func newRigWith(t *testing.T, port int, tune func(*delivery.Scheduler), records ...string) *rig {
 	t.Helper()
 	d := dnstest.New(t, records...)
 	q, err := spool.Open(t.TempDir(), spool.Options{NoSync: true})
@@ -116,6 +120,9 @@ func newRig(t *testing.T, port int, records ...string) *rig {
 	s := &delivery.Scheduler{Queue: q, Transport: tr, Hostname: "relay.test",
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Lifetime: time.Hour,
 		Logger: slog.New(slog.DiscardHandler)}
+	if tune != nil {
+		tune(s)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -282,4 +289,21 @@ func TestBounceOfBounceDropped(t *testing.T) {
 	}
 	var se *smtp.Error
 	_ = errors.As(nil, &se)
+}
+
+// TestBacklogDrains queues far more messages than there are delivery
+// slots: dispatch stops scanning once the slots are full, so every
+// delivery that ends must start the next, or the queue stalls.
+func TestBacklogDrains(t *testing.T) {
+	port := freePort(t)
+	b := &mailbox{}
+	startMX(t, "127.0.0.2", port, b)
+	r := newRigWith(t, port, func(s *delivery.Scheduler) { s.Concurrency = 2 },
+		"many.test. MX 10 mx.many.test.", "mx.many.test. A 127.0.0.2")
+	const n = 60
+	for i := 0; i < n; i++ {
+		r.send(t, "a@sender.test", fmt.Sprintf("r%d@many.test", i))
+	}
+	waitFor(t, "the whole backlog", func() bool { return b.count() == n })
+	waitFor(t, "an empty queue", func() bool { return r.q.Len() == 0 })
 }

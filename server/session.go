@@ -372,13 +372,17 @@ func (s *session) finish() {
 			outcome = s.endErr.Error()
 		}
 	}
-	attrs := []any{"id", s.conn.ID, "remote", s.conn.RemoteAddr.String(), "helo", s.conn.helo,
-		"tls", s.conn.tls != nil, "messages", s.msgsAccepted, "bytes", s.bytesIn,
-		"errors", s.errors, "duration", time.Since(s.start).Round(time.Millisecond), "outcome", outcome}
-	if s.conn.identity != "" {
-		attrs = append(attrs, "user", s.conn.identity)
+	// LogAttrs with typed values: no boxing of the numbers per line.
+	attrs := [...]slog.Attr{slog.String("id", s.conn.ID), slog.String("remote", s.conn.RemoteAddr.String()),
+		slog.String("helo", s.conn.helo), slog.Bool("tls", s.conn.tls != nil),
+		slog.Int("messages", s.msgsAccepted), slog.Int64("bytes", s.bytesIn), slog.Int("errors", s.errors),
+		slog.Duration("duration", time.Since(s.start).Round(time.Millisecond)), slog.String("outcome", outcome),
+		slog.String("user", s.conn.identity)}
+	n := len(attrs)
+	if s.conn.identity == "" {
+		n--
 	}
-	log.Info("session", attrs...)
+	log.LogAttrs(s.ctx, slog.LevelInfo, "session", attrs[:n]...)
 }
 
 // lingerClose sends what is buffered, then reads and drops what the client

@@ -236,3 +236,36 @@ func checkClosed(t *testing.T, l net.Listener) {
 		t.Errorf("Serve left its listener open: Accept = %v", err)
 	}
 }
+
+// TestWorkerReuse checks that one goroutine serves connection after
+// connection, and that the idle ones end with the server.
+func TestWorkerReuse(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t)
+	h := serve(t, modePlain, &Server{Handler: b})
+	const n = 20
+	for range n {
+		c := h.dial()
+		c.run(`
+			C: EHLO client.test
+			S: 250-mx.test
+			C: QUIT
+			S: 221 2.0.0 mx.test Bye
+			S: EOF
+		`)
+		// The goroutine needs a moment after the close to be ready for
+		// the next connection; without it, one could be started anyway.
+		time.Sleep(5 * time.Millisecond)
+	}
+	if w := h.srv.workers.Load(); w < 1 || w > 3 {
+		t.Errorf("%d session goroutines after %d sequential connections, want 1 to 3", w, n)
+	}
+	h.srv.Close()
+	deadline := time.Now().Add(ioTimeout)
+	for h.srv.workers.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d session goroutines still alive after Close", h.srv.workers.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -211,14 +211,19 @@ func TestGrowReleaseKeepBuffered(t *testing.T) {
 	if len(br.buf) < BodyBufferSize || br.Buffered() != before {
 		t.Fatalf("after Grow: buffer %d, buffered %d (was %d)", len(br.buf), br.Buffered(), before)
 	}
+	// One buffer while the body streams: the command buffer went back.
+	if br.cmdBuf != nil || br.small != nil {
+		t.Fatalf("after Grow the reader still holds its command buffer")
+	}
 	br.Grow(100) // smaller: nothing to do
 	if l, err := br.ReadLine(512); string(l) != "Subject: x" || err != nil {
 		t.Fatal(l, err)
 	}
 	before = br.Buffered()
 	br.Release()
-	if len(br.buf) != CommandBufferSize || br.Buffered() != before || br.pooled != nil {
-		t.Fatalf("after Release: buffer %d, buffered %d (was %d)", len(br.buf), br.Buffered(), before)
+	if len(br.buf) != CommandBufferSize || br.Buffered() != before || br.pooled != nil || br.cmdBuf == nil {
+		t.Fatalf("after Release: buffer %d, buffered %d (was %d), pooled command buffer %v",
+			len(br.buf), br.Buffered(), before, br.cmdBuf != nil)
 	}
 	br.Release() // twice is harmless
 	if got := rest(br); got != "\r\nbody\r\n.\r\nQUIT\r\n" {

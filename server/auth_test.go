@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-sasl"
+
+	"github.com/smtpkit/smtpkit/smtp"
 )
 
 // Base64 of the SASL messages used below:
@@ -307,8 +309,11 @@ func (s saslSession) AuthMechanisms() []string { return []string{"ANONYMOUS"} }
 func (s saslSession) AuthSASL(ctx context.Context, mech string) (sasl.Server, func() string, error) {
 	var trace string
 	srv := sasl.NewAnonymousServer(func(t string) error {
-		if t == "nobody" {
+		switch t {
+		case "nobody":
 			return errors.New("anonymous access refused")
+		case "down":
+			return smtp.NewError(454, smtp.EnhancedCode{4, 7, 0}, "Trace log unavailable")
 		}
 		trace = t
 		return nil
@@ -319,7 +324,7 @@ func (s saslSession) AuthSASL(ctx context.Context, mech string) (sasl.Server, fu
 // Mechanisms from a SASLSession: advertised, run, and their identity kept.
 func TestAUTHSASLSession(t *testing.T) {
 	t.Parallel()
-	// dHJhY2U= is "trace", bm9ib2R5 is "nobody".
+	// dHJhY2U= is "trace", bm9ib2R5 is "nobody", ZG93bg== is "down".
 	runScripts(t, []scriptCase{{
 		name:    "ANONYMOUS",
 		modes:   tlsModes,
@@ -331,6 +336,8 @@ func TestAUTHSASLSession(t *testing.T) {
 			S: 504 5.5.4
 			C: AUTH ANONYMOUS bm9ib2R5
 			S: 535 5.7.8
+			C: AUTH ANONYMOUS ZG93bg==
+			S: 454 4.7.0 Trace log unavailable
 			C: AUTH ANONYMOUS
 			S: 334
 			C: dHJhY2U=

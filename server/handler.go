@@ -68,6 +68,13 @@ type PasswordSession interface {
 // (through github.com/emersion/go-sasl). AuthSASL starts mech; once the
 // exchange succeeds, identity is called for the name the connection is
 // authenticated as.
+//
+// An error from AuthSASL is a hook error like any other (untyped means 451
+// 4.3.0). An error from srv.Next cannot be told apart from the mechanism
+// rejecting a malformed exchange, so an untyped one means the credentials
+// failed (535 5.7.8); return an *smtp.Error such as 454 4.7.0 from Next when
+// they could not be checked (a user database down), as PasswordSession's
+// untyped errors are.
 type SASLSession interface {
 	AuthMechanisms() []string
 	AuthSASL(ctx context.Context, mech string) (srv sasl.Server, identity func() string, err error)

@@ -93,6 +93,47 @@ func TestLimits(t *testing.T) {
 			S: 250 2.1.0
 			` + rcpts(1001) + replies(1001, "250 2.1.5"),
 	}, {
+		name:   "MaxJunkCommands",
+		modes:  allModes,
+		server: func(s *Server) { s.MaxJunkCommands = 3 },
+		script: `
+			C: EHLO client.test
+			S: 250-mx.test
+			C: NOOP
+			S: 250 2.0.0
+			C: RSET
+			S: 250 2.0.0
+			C: VRFY someone
+			S: 252 2.5.0
+			C: MAIL FROM:<a@example.com>
+			S: 250 2.1.0
+			C: RCPT TO:<b@example.com>
+			S: 250 2.1.5
+			C: DATA
+			S: 354
+			C: .
+			S: 250 2.0.0
+			C: HELP
+			S: 214 2.0.0
+			C: NOOP
+			S: 250 2.0.0
+			C: NOOP
+			S: 250 2.0.0
+			C: NOOP
+			S: 421 4.7.0 mx.test Too many commands without mail
+			S: EOF
+		`,
+		serves: true,
+	}, {
+		name: "default MaxJunkCommands is 100",
+		script: `
+			C: EHLO client.test
+			S: 250-mx.test
+			` + strings.Repeat("C: NOOP\n", 101) + replies(100, "250 2.0.0") + `
+			S: 421 4.7.0
+			S: EOF
+		`,
+	}, {
 		name:   "MaxTransactions",
 		modes:  allModes,
 		server: func(s *Server) { s.MaxTransactions = 2 },

@@ -43,6 +43,7 @@ const (
 	DefaultMaxTransactions        = 1000
 	DefaultMaxErrors              = 20 // Postfix's smtpd_hard_error_limit
 	DefaultMaxCommandsBeforeHello = 10
+	DefaultMaxJunkCommands        = 100 // Postfix's smtpd_junk_command_limit
 	DefaultMaxConnections         = 1000
 	DefaultMaxConnectionsPerIP    = 50               // Postfix's smtpd_client_connection_count_limit
 	DefaultReadTimeout            = 5 * time.Minute  // RFC 5321 4.5.3.2.7
@@ -105,6 +106,11 @@ type Server struct {
 	// MaxCommandsBeforeHello caps commands before HELO/EHLO (then 421);
 	// zero means 10, negative means no limit.
 	MaxCommandsBeforeHello int
+	// MaxJunkCommands caps NOOP, RSET, VRFY, EXPN and HELP commands
+	// between accepted messages (then 421), so that a client cannot hold a
+	// connection forever without sending mail; zero means 100, negative
+	// means no limit.
+	MaxJunkCommands int
 	// MaxConnections caps concurrent connections; zero means 1000,
 	// negative means no limit.
 	MaxConnections int

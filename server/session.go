@@ -55,6 +55,7 @@ type session struct {
 	errors       int
 	txCount      int
 	preHello     int
+	junk         int // NOOP, RSET, VRFY, EXPN, HELP since the last accepted message
 	msgsAccepted int
 	bytesIn      int64
 	quit         bool
@@ -452,6 +453,16 @@ func (s *session) dispatch(cmd wire.Command) {
 				s.closing = true
 				return
 			}
+		}
+	}
+	switch cmd.Verb {
+	case "NOOP", "RSET", "VRFY", "EXPN", "HELP":
+		s.junk++
+		if s.junk > limit(s.srv.MaxJunkCommands, DefaultMaxJunkCommands) {
+			s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many commands without mail, closing connection")
+			s.endErr = errors.New("too many junk commands")
+			s.closing = true
+			return
 		}
 	}
 	switch cmd.Verb {
@@ -943,6 +954,7 @@ func (s *session) finishTx(bodyErr *smtp.Error, results []error) {
 	}
 	if accepted {
 		s.msgsAccepted++
+		s.junk = 0
 	}
 	s.txCount++
 	s.resetTx()

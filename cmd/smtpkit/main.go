@@ -64,6 +64,14 @@ func serve(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var cfg daemon.Config
 	var listen, tlsListen, lmtpListen listFlag
+	fs.Func("proxy-from", "trusted proxy `address or prefix` (repeatable): connections from it must start with a PROXY v1/v2 header, whose client address then counts; others are refused", func(v string) error {
+		p, err := daemon.ParsePrefix(v)
+		if err != nil {
+			return err
+		}
+		cfg.ProxyFrom = append(cfg.ProxyFrom, p)
+		return nil
+	})
 	fs.Var(&listen, "listen", "SMTP `address` to listen on (repeatable; default 127.0.0.1:2525)")
 	fs.Var(&tlsListen, "tls-listen", "implicit-TLS SMTP `address` (repeatable; needs --tls-cert)")
 	fs.Var(&lmtpListen, "lmtp-listen", "LMTP `address` (repeatable)")

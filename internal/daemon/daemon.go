@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,6 +41,9 @@ type Config struct {
 	MaxConns     int
 	MaxConnsIP   int
 	InsecureAuth bool
+	// ProxyFrom lists the load balancers trusted to send a PROXY protocol
+	// header; when set, every listener accepts only them.
+	ProxyFrom []netip.Prefix
 	// Relay, when its Target is set, queues mail and relays it instead of
 	// storing it in the Maildir.
 	Relay  RelayConfig
@@ -126,6 +130,10 @@ func Run(ctx context.Context, cfg Config) error {
 			if err != nil {
 				return err
 			}
+			if len(cfg.ProxyFrom) > 0 {
+				// Under TLS: the header comes before the handshake.
+				l = server.ProxyListener(l, cfg.ProxyFrom)
+			}
 			if implicitTLS {
 				l = tls.NewListener(l, tlsCfg)
 			}
@@ -192,6 +200,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// ParsePrefix reads an address ("10.0.0.7", "::1") or a prefix
+// ("10.0.0.0/8"); an address stands for itself alone.
+func ParsePrefix(v string) (netip.Prefix, error) {
+	if strings.Contains(v, "/") {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // LoadUsers reads "user:bcrypt-hash" lines; blank lines and lines starting

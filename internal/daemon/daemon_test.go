@@ -342,3 +342,26 @@ func TestRunDeliversAndStops(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
+
+func TestParsePrefix(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string // want "" means an error
+	}{
+		{"10.0.0.7", "10.0.0.7/32"},
+		{"10.1.2.3/8", "10.0.0.0/8"},
+		{"::1", "::1/128"},
+		{"::ffff:192.0.2.1", "192.0.2.1/32"},
+		{"2001:db8::/32", "2001:db8::/32"},
+		{"10.0.0.0/33", ""},
+		{"lb.example", ""},
+		{"", ""},
+	} {
+		p, err := ParsePrefix(tc.in)
+		switch {
+		case tc.want == "" && err == nil:
+			t.Errorf("ParsePrefix(%q) = %v, want an error", tc.in, p)
+		case tc.want != "" && (err != nil || p.String() != tc.want):
+			t.Errorf("ParsePrefix(%q) = %v, %v; want %s", tc.in, p, err, tc.want)
+		}
+	}
+}

@@ -77,6 +77,8 @@ type Scheduler struct {
 	due      map[string]time.Time // message ID → next due time
 	inflight map[string]bool
 	domains  map[string]*domainSlots
+	parked   map[string]string // message ID → the domain at its limit it waits for
+	granted  map[string]string // message ID → the domain whose slot was handed to it
 	wake     chan struct{}
 	slots    chan struct{}
 	wg       sync.WaitGroup
@@ -112,6 +114,8 @@ func (s *Scheduler) init() {
 	s.due = map[string]time.Time{}
 	s.inflight = map[string]bool{}
 	s.domains = map[string]*domainSlots{}
+	s.parked = map[string]string{}
+	s.granted = map[string]string{}
 	s.wake = make(chan struct{}, 1)
 	s.slots = make(chan struct{}, or(s.Concurrency, DefaultConcurrency))
 }
@@ -120,7 +124,9 @@ func (s *Scheduler) init() {
 func (s *Scheduler) Notify(id string) {
 	s.mu.Lock()
 	s.init()
-	s.due[id] = time.Time{}
+	if _, ok := s.parked[id]; !ok { // a parked message is already in line for its domain
+		s.due[id] = time.Time{}
+	}
 	s.mu.Unlock()
 	s.kick()
 }
@@ -257,6 +263,7 @@ func (s *Scheduler) attempt(ctx context.Context, id string) {
 		s.mu.Lock()
 		delete(s.due, id)
 		s.mu.Unlock()
+		s.dropGrant(id)
 		return
 	}
 	now := s.now()
@@ -270,18 +277,20 @@ func (s *Scheduler) attempt(ctx context.Context, id string) {
 	body := func() (io.ReadCloser, error) { return s.Queue.Body(ctx, id) }
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	var blocked []string
 	for domain, idx := range byDomain {
+		if !s.takeDomain(id, domain) {
+			// The domain is at its limit. Waiting for it here would hold
+			// a delivery slot, and a backlog to one domain would take
+			// every slot from the others; instead the message waits in
+			// the domain's line, in memory, and the next delivery to the
+			// domain that ends hands it its slot.
+			blocked = append(blocked, domain)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// Wait our turn at the domain's limit rather than put the
-			// recipients off: a burst to one domain then flows at the
-			// limit instead of in one-second steps. Each domain waits in
-			// its own goroutine, so no slot is held while waiting for
-			// another.
-			if err := s.takeDomain(ctx, domain); err != nil {
-				return
-			}
 			defer s.releaseDomain(domain)
 			res := s.Transport.Deliver(ctx, m, domain, idx, body)
 			mu.Lock()
@@ -298,53 +307,109 @@ func (s *Scheduler) attempt(ctx context.Context, id string) {
 		}()
 	}
 	wg.Wait()
+	// A slot handed over for recipients no longer due (bounced or deleted
+	// meanwhile) goes to the next in line.
+	s.dropGrant(id)
 	if ctx.Err() != nil {
 		return // shutting down: what was recorded in memory is retried
 	}
-	s.finish(ctx, m, now)
-}
-
-func (s *Scheduler) takeDomain(ctx context.Context, d string) error {
-	s.mu.Lock()
-	sem, ok := s.domains[d]
-	if !ok {
-		sem = &domainSlots{ch: make(chan struct{}, or(s.DomainConcurrency, DefaultDomainConcurrency))}
-		s.domains[d] = sem
+	if len(blocked) == 0 || len(blocked) < len(byDomain) {
+		s.finish(ctx, m, now) // when every domain was blocked, nothing was tried
 	}
-	sem.users++
-	s.mu.Unlock()
-	select {
-	case sem.ch <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		s.releaseDomainUser(d, sem)
-		return ctx.Err()
+	if len(blocked) > 0 {
+		s.park(id, blocked[0])
 	}
 }
 
-func (s *Scheduler) releaseDomain(d string) {
-	s.mu.Lock()
-	sem := s.domains[d]
-	s.mu.Unlock()
-	<-sem.ch
-	s.releaseDomainUser(d, sem)
-}
-
-// releaseDomainUser forgets a domain's semaphore once nobody holds or
-// waits for it, so the map does not grow with every domain ever seen.
-func (s *Scheduler) releaseDomainUser(d string, sem *domainSlots) {
+// takeDomain takes a delivery slot of domain d for message id, or the slot
+// already handed to it; false means the domain is at its limit.
+func (s *Scheduler) takeDomain(id, d string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sem.users--; sem.users == 0 {
-		delete(s.domains, d)
+	if s.granted[id] == d {
+		delete(s.granted, id) // counted as busy since it was handed over
+		return true
+	}
+	ds, ok := s.domains[d]
+	if !ok {
+		ds = &domainSlots{}
+		s.domains[d] = ds
+	}
+	if ds.busy >= or(s.DomainConcurrency, DefaultDomainConcurrency) {
+		return false
+	}
+	ds.busy++
+	return true
+}
+
+// releaseDomain ends a delivery to d: its slot goes to the first message in
+// d's line, which is made due now, or back to the domain.
+func (s *Scheduler) releaseDomain(d string) {
+	s.mu.Lock()
+	handed := s.releaseDomainLocked(d)
+	s.mu.Unlock()
+	if handed {
+		s.kick()
 	}
 }
 
-// domainSlots is a domain's concurrency semaphore and how many hold or
-// wait for it.
+func (s *Scheduler) releaseDomainLocked(d string) (handed bool) {
+	ds := s.domains[d]
+	for len(ds.line) > 0 {
+		id := ds.line[0]
+		ds.line = ds.line[1:]
+		if s.parked[id] != d {
+			continue // gone from the line meanwhile
+		}
+		delete(s.parked, id)
+		s.granted[id] = d
+		s.due[id] = time.Time{}
+		return true
+	}
+	if ds.busy--; ds.busy <= 0 {
+		delete(s.domains, d) // the map does not grow with every domain ever seen
+	}
+	return false
+}
+
+// dropGrant gives back a slot handed to message id and not used, if any.
+func (s *Scheduler) dropGrant(id string) {
+	s.mu.Lock()
+	d, ok := s.granted[id]
+	handed := false
+	if ok {
+		delete(s.granted, id)
+		handed = s.releaseDomainLocked(d)
+	}
+	s.mu.Unlock()
+	if handed {
+		s.kick()
+	}
+}
+
+// park puts message id in the line for domain d, unless a slot came free
+// since it was refused one, or the message is gone.
+func (s *Scheduler) park(id, d string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.due[id]; !ok {
+		return // done, or deleted meanwhile
+	}
+	ds := s.domains[d]
+	if ds == nil || ds.busy < or(s.DomainConcurrency, DefaultDomainConcurrency) {
+		s.due[id] = time.Time{}
+		return
+	}
+	delete(s.due, id)
+	s.parked[id] = d
+	ds.line = append(ds.line, id)
+}
+
+// domainSlots counts a domain's deliveries in flight, and slots handed to
+// messages not yet running, and holds the line of messages waiting for one.
 type domainSlots struct {
-	ch    chan struct{}
-	users int
+	busy int
+	line []string
 }
 
 // record applies one attempt's result to a recipient.

@@ -3,23 +3,17 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-sasl"
 
+	"github.com/smtpkit/smtpkit/internal/testcert"
 	"github.com/smtpkit/smtpkit/server"
 	"github.com/smtpkit/smtpkit/smtp"
 )
@@ -86,27 +80,6 @@ func (r *recorder) AuthPassword(ctx context.Context, id, user, pass string) erro
 
 func (r *recorder) Reset(ctx context.Context)            {}
 func (r *recorder) Close(ctx context.Context, err error) {}
-
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "mx.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		DNSNames:     []string{"mx.test"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 func start(t *testing.T, srv *server.Server) string {
 	t.Helper()
@@ -195,8 +168,11 @@ func TestSend(t *testing.T) {
 
 func TestStartTLSAndAuth(t *testing.T) {
 	rec := &recorder{}
-	cert := selfSigned(t)
-	a := start(t, &server.Server{Handler: rec, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	cert, err := testcert.New(testcert.Options{Names: []string{"mx.test", "127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, &server.Server{Handler: rec, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate()}}})
 	ctx := context.Background()
 	c, err := Dial(ctx, a, Options{})
 	if err != nil {

@@ -3,17 +3,11 @@ package server
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/netip"
 	"strconv"
@@ -24,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpkit/smtpkit/internal/testcert"
 	"github.com/smtpkit/smtpkit/smtp"
 )
 
@@ -63,37 +58,15 @@ func inModes(t *testing.T, modes []mode, f func(t *testing.T, m mode)) {
 	}
 }
 
-// testTLS returns a server config with a fresh self-signed ECDSA P-256
-// certificate for 127.0.0.1 and mx.test, and a client config trusting it.
+// testTLS returns a server config with a fresh self-signed certificate
+// for 127.0.0.1 and mx.test, and a client config trusting it.
 var testTLS = sync.OnceValues(func() (*tls.Config, *tls.Config) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := testcert.New(testcert.Options{Names: []string{"mx.test", "127.0.0.1"}, CA: true})
 	if err != nil {
 		panic(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "mx.test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:              []string{"mx.test"},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		panic(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		panic(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	srv := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}}
-	cli := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	srv := &tls.Config{Certificates: []tls.Certificate{c.TLSCertificate()}}
+	cli := &tls.Config{RootCAs: c.Pool(), ServerName: "127.0.0.1"}
 	return srv, cli
 })
 

@@ -2,22 +2,18 @@ package smtptest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/smtpkit/smtpkit/internal/testcert"
 	"github.com/smtpkit/smtpkit/server"
 )
 
@@ -265,47 +261,19 @@ func (s *Server) ensureTLS() {
 		return
 	}
 	s.t.Helper()
-	cert, leaf, err := selfSigned()
+	// It is its own trust anchor, hence a CA: verifiers other than Go's
+	// may insist on that. Callers outside this module may rely on the ten
+	// years of validity it has always had.
+	c, err := testcert.New(testcert.Options{
+		Names:    []string{"localhost", "127.0.0.1", "::1"},
+		CA:       true,
+		NotAfter: time.Now().AddDate(10, 0, 0),
+	})
 	if err != nil {
 		s.t.Fatalf("smtptest: generating certificate: %v", err)
 	}
-	s.cert = leaf
-	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-}
-
-// selfSigned makes an ECDSA P-256 certificate, its own issuer, for the
-// loopback names.
-func selfSigned() (tls.Certificate, *x509.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{Organization: []string{"smtptest"}, CommonName: "localhost"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, leaf, nil
+	s.cert = c.Leaf
+	s.TLS = &tls.Config{Certificates: []tls.Certificate{c.TLSCertificate()}, MinVersion: tls.VersionTLS12}
 }
 
 // testLogWriter sends the server's log lines to t.Log until stop, after

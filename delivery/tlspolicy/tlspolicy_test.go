@@ -2,16 +2,11 @@ package tlspolicy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +16,7 @@ import (
 
 	"github.com/smtpkit/smtpkit/delivery/mx"
 	"github.com/smtpkit/smtpkit/internal/dnstest"
+	"github.com/smtpkit/smtpkit/internal/testcert"
 	"github.com/smtpkit/smtpkit/smtp"
 )
 
@@ -50,33 +46,13 @@ func TestParseSTS(t *testing.T) {
 	}
 }
 
-type ca struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newCert(t *testing.T, name string, parent *ca, isCA bool) (*x509.Certificate, *ecdsa.PrivateKey, tls.Certificate) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: []string{name}, IsCA: isCA, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-	}
-	signer, signKey := tmpl, key
-	if parent != nil {
-		signer, signKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signKey)
+func newCert(t *testing.T, name string, parent *testcert.Cert, isCA bool) *testcert.Cert {
+	t.Helper()
+	c, err := testcert.New(testcert.Options{Names: []string{name}, CA: isCA, Parent: parent})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := x509.ParseCertificate(der)
-	chain := [][]byte{der}
-	if parent != nil {
-		chain = append(chain, parent.cert.Raw)
-	}
-	return c, key, tls.Certificate{Certificate: chain, PrivateKey: key}
+	return c
 }
 
 func spkiHash(c *x509.Certificate) string {
@@ -85,12 +61,12 @@ func spkiHash(c *x509.Certificate) string {
 }
 
 func TestVerifyDANE(t *testing.T) {
-	caCert, caKey, _ := newCert(t, "ca.test", nil, true)
-	leaf, _, _ := newCert(t, "mx.test", &ca{caCert, caKey}, false)
-	other, _, _ := newCert(t, "other.test", nil, false)
-	chain := []*x509.Certificate{leaf, caCert}
+	ca := newCert(t, "ca.test", nil, true)
+	leaf := newCert(t, "mx.test", ca, false).Leaf
+	other := newCert(t, "other.test", nil, false).Leaf
+	chain := []*x509.Certificate{leaf, ca.Leaf}
 	ee := mx.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: spkiHash(leaf)}
-	ta := mx.TLSA{Usage: 2, Selector: 1, MatchingType: 1, Data: spkiHash(caCert)}
+	ta := mx.TLSA{Usage: 2, Selector: 1, MatchingType: 1, Data: spkiHash(ca.Leaf)}
 	if err := verifyDANE("mx.test", []mx.TLSA{ee}, chain); err != nil {
 		t.Errorf("DANE-EE: %v", err)
 	}
@@ -112,8 +88,8 @@ func TestVerifyDANE(t *testing.T) {
 func TestForHost(t *testing.T) {
 	// An HTTPS server for mta-sts.sts.test, reached through a client that
 	// dials it on loopback and trusts its certificate.
-	caCert, caKey, _ := newCert(t, "policy-ca.test", nil, true)
-	_, _, srvCert := newCert(t, "mta-sts.sts.test", &ca{caCert, caKey}, false)
+	ca := newCert(t, "policy-ca.test", nil, true)
+	srvCert := newCert(t, "mta-sts.sts.test", ca, false)
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Host != "mta-sts.sts.test" || r.URL.Path != "/.well-known/mta-sts.txt" {
 			http.NotFound(w, r)
@@ -122,18 +98,16 @@ func TestForHost(t *testing.T) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write([]byte("version: STSv1\nmode: enforce\nmx: *.sts.test\nmax_age: 3600\n"))
 	}))
-	hs.TLS = &tls.Config{Certificates: []tls.Certificate{srvCert}}
+	hs.TLS = &tls.Config{Certificates: []tls.Certificate{srvCert.TLSCertificate()}}
 	hs.StartTLS()
 	defer hs.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(caCert)
 	hc := &http.Client{Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: roots},
+		TLSClientConfig: &tls.Config{RootCAs: ca.Pool()},
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "tcp", hs.Listener.Addr().String())
 		},
 	}}
-	leaf, _, _ := newCert(t, "mx.dane.test", nil, false)
+	leaf := newCert(t, "mx.dane.test", nil, false).Leaf
 	d := dnstest.New(t,
 		"_mta-sts.sts.test. TXT \"v=STSv1; id=20261128\"",
 		"_25._tcp.mx.dane.test. TLSA 3 1 1 "+spkiHash(leaf),

@@ -3,15 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -24,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smtpkit/smtpkit/internal/testcert"
 )
 
 const (
@@ -83,37 +78,22 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-// writeCert makes a self-signed ECDSA certificate valid for the loopback
-// addresses and localhost.
+// writeCert makes a self-signed certificate valid for the loopback
+// addresses, localhost and the daemons' hostname. It is a CA because it
+// is also the root that the peers (curl, Python) and --relay-ca trust.
 func writeCert(certPath, keyPath string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := testcert.New(testcert.Options{
+		CommonName: "smtpkit e2e",
+		Names:      []string{"localhost", hostname, "127.0.0.1", "::1"},
+		CA:         true,
+	})
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "smtpkit e2e"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{"localhost", hostname},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
+	if err := os.WriteFile(certPath, c.CertPEM(), 0o600); err != nil {
 		return err
 	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		return err
-	}
-	return os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	return os.WriteFile(keyPath, c.KeyPEM(), 0o600)
 }
 
 // writeUsers makes the --users file the way the README says: with

@@ -9,6 +9,7 @@ package delivery
 
 import (
 	"bytes"
+	"container/heap"
 	"context"
 	"errors"
 	"io"
@@ -75,6 +76,7 @@ type Scheduler struct {
 
 	mu       sync.Mutex
 	due      map[string]time.Time // message ID → next due time
+	queue    dueHeap              // the same, ordered by time; stale entries are skipped
 	inflight map[string]bool
 	domains  map[string]*domainSlots
 	parked   map[string]string // message ID → the domain at its limit it waits for
@@ -125,7 +127,7 @@ func (s *Scheduler) Notify(id string) {
 	s.mu.Lock()
 	s.init()
 	if _, ok := s.parked[id]; !ok { // a parked message is already in line for its domain
-		s.due[id] = time.Time{}
+		s.setDue(id, time.Time{})
 	}
 	s.mu.Unlock()
 	s.kick()
@@ -135,8 +137,9 @@ func (s *Scheduler) Notify(id string) {
 func (s *Scheduler) RetryAll() {
 	s.mu.Lock()
 	s.init()
+	s.queue = s.queue[:0]
 	for id := range s.due {
-		s.due[id] = time.Time{}
+		s.setDue(id, time.Time{})
 	}
 	s.mu.Unlock()
 	s.kick()
@@ -158,7 +161,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	// Pick up what the queue holds: after a restart, this is the recovery.
 	err := s.Queue.Scan(ctx, func(m *queue.Message) bool {
 		s.mu.Lock()
-		s.due[m.ID] = earliest(m)
+		s.setDue(m.ID, earliest(m))
 		s.mu.Unlock()
 		return true
 	})
@@ -212,35 +215,51 @@ func (s *Scheduler) dispatch(ctx context.Context) time.Time {
 		s.mu.Unlock()
 		return time.Time{} // a delivery in flight kicks when it ends
 	}
+	// The earliest entries of the heap, not a scan of every queued
+	// message: with a large deferred backlog each wake-up (every new
+	// message, every delivery's end) would otherwise cost O(queue).
 	var ready []string
 	var next time.Time
-	for id, t := range s.due {
-		if s.inflight[id] {
+	for len(s.queue) > 0 {
+		e := s.queue[0]
+		if t, ok := s.due[e.id]; !ok || !t.Equal(e.t) || s.inflight[e.id] {
+			// Stale: the message is gone, due at another time (a newer
+			// entry stands for it), or being tried (its attempt sets
+			// its next time when it ends).
+			heap.Pop(&s.queue)
 			continue
 		}
-		if !t.After(now) {
-			ready = append(ready, id)
-			if len(ready) >= free {
-				// No room for more: a delivery in flight kicks when it
-				// ends, and the scan resumes then.
-				next = time.Time{}
-				break
-			}
-		} else if next.IsZero() || t.Before(next) {
-			next = t
+		if e.t.After(now) {
+			next = e.t
+			break
 		}
+		if len(ready) == free {
+			break // no room: a delivery in flight kicks when it ends
+		}
+		heap.Pop(&s.queue)
+		// In flight from here, which also makes a second entry for it
+		// (pushed by Notify and by the start-up scan) stale.
+		s.inflight[e.id] = true
+		ready = append(ready, e.id)
 	}
+	s.compact()
 	s.mu.Unlock()
-	for _, id := range ready {
+	for i, id := range ready {
 		select {
 		case s.slots <- struct{}{}:
 		default:
-			// Full: come back when a delivery ends (it kicks).
+			// Full (cannot happen while dispatch is the only taker):
+			// put the rest back and come back when a delivery ends.
+			s.mu.Lock()
+			for _, id := range ready[i:] {
+				delete(s.inflight, id)
+				if t, ok := s.due[id]; ok {
+					heap.Push(&s.queue, dueEntry{t, id})
+				}
+			}
+			s.mu.Unlock()
 			return time.Time{}
 		}
-		s.mu.Lock()
-		s.inflight[id] = true
-		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -321,6 +340,44 @@ func (s *Scheduler) attempt(ctx context.Context, id string) {
 	}
 }
 
+// setDue makes message id due at t.
+func (s *Scheduler) setDue(id string, t time.Time) {
+	s.due[id] = t
+	heap.Push(&s.queue, dueEntry{t, id})
+}
+
+// compact rebuilds the heap when stale entries outnumber live ones, so that
+// it stays within twice the queue's size.
+func (s *Scheduler) compact() {
+	if len(s.queue) <= 2*len(s.due)+64 {
+		return
+	}
+	s.queue = s.queue[:0]
+	for id, t := range s.due {
+		s.queue = append(s.queue, dueEntry{t, id})
+	}
+	heap.Init(&s.queue)
+}
+
+// dueEntry is a message's next due time, for the heap.
+type dueEntry struct {
+	t  time.Time
+	id string
+}
+
+type dueHeap []dueEntry
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].t.Before(h[j].t) }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueEntry)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
 // takeDomain takes a delivery slot of domain d for message id, or the slot
 // already handed to it; false means the domain is at its limit.
 func (s *Scheduler) takeDomain(id, d string) bool {
@@ -363,7 +420,7 @@ func (s *Scheduler) releaseDomainLocked(d string) (handed bool) {
 		}
 		delete(s.parked, id)
 		s.granted[id] = d
-		s.due[id] = time.Time{}
+		s.setDue(id, time.Time{})
 		return true
 	}
 	if ds.busy--; ds.busy <= 0 {
@@ -397,7 +454,7 @@ func (s *Scheduler) park(id, d string) {
 	}
 	ds := s.domains[d]
 	if ds == nil || ds.busy < or(s.DomainConcurrency, DefaultDomainConcurrency) {
-		s.due[id] = time.Time{}
+		s.setDue(id, time.Time{})
 		return
 	}
 	delete(s.due, id)
@@ -511,9 +568,9 @@ func (s *Scheduler) finish(ctx context.Context, m *queue.Message, now time.Time)
 	case m.Done():
 		delete(s.due, m.ID)
 	case retryNotify:
-		s.due[m.ID] = now.Add(or(s.MinBackoff, DefaultMinBackoff))
+		s.setDue(m.ID, now.Add(or(s.MinBackoff, DefaultMinBackoff)))
 	default:
-		s.due[m.ID] = earliest(m)
+		s.setDue(m.ID, earliest(m))
 	}
 	s.mu.Unlock()
 }

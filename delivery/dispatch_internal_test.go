@@ -22,9 +22,11 @@ func (q goneQueue) Get(_ context.Context, id string) (*queue.Message, error) {
 	}
 	return nil, queue.ErrNotFound
 }
-func (q goneQueue) Body(context.Context, string) (io.ReadCloser, error) { return nil, queue.ErrNotFound }
-func (q goneQueue) Update(context.Context, *queue.Message) error       { return nil }
-func (q goneQueue) Delete(context.Context, string) error               { return nil }
+func (q goneQueue) Body(context.Context, string) (io.ReadCloser, error) {
+	return nil, queue.ErrNotFound
+}
+func (q goneQueue) Update(context.Context, *queue.Message) error { return nil }
+func (q goneQueue) Delete(context.Context, string) error         { return nil }
 func (q goneQueue) Scan(context.Context, func(*queue.Message) bool) error {
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -96,10 +95,14 @@ func (p *pool) Close() {
 
 // deliver runs one transaction on a pooled connection to key, or on a new
 // one from connect. A pooled connection that turns out to be dead is
-// replaced once; an error means the host could not be used at all.
+// replaced once, by a new one; an error means the host could not be used
+// at all.
 func (p *pool) deliver(ctx context.Context, key, host string, connect func() (*client.Client, error), m *queue.Message, idx []int, body func() (io.ReadCloser, error)) ([]error, error) {
 	for attempt := 0; attempt < 2; attempt++ {
-		pc := p.get(key)
+		var pc *pooled
+		if attempt == 0 {
+			pc = p.get(key) // not on the retry: the others pooled may be dead too
+		}
 		fresh := pc == nil
 		if fresh {
 			c, err := connect()
@@ -109,10 +112,13 @@ func (p *pool) deliver(ctx context.Context, key, host string, connect func() (*c
 			pc = &pooled{c: c, mta: host}
 		}
 		errs, err := send(ctx, pc.c, m, idx, body)
-		if err != nil {
+		if err != nil || closing(errs) {
 			pc.c.Close()
 			if !fresh {
 				continue // a cached connection went stale: once more, anew
+			}
+			if err == nil {
+				return errs, nil // the 421 is each recipient's answer
 			}
 			return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 4, 2}, "Connection to "+host+" failed", err)
 		}
@@ -120,6 +126,18 @@ func (p *pool) deliver(ctx context.Context, key, host string, connect func() (*c
 		return errs, nil
 	}
 	return nil, smtp.NewError(451, smtp.EnhancedCode{4, 4, 2}, "Connection to "+host+" failed")
+}
+
+// closing reports whether the server answered 421: it is closing the
+// connection (RFC 5321 3.8), which must not be used again.
+func closing(errs []error) bool {
+	for _, e := range errs {
+		var se *smtp.Error
+		if errors.As(e, &se) && se.Code == 421 {
+			return true
+		}
+	}
+	return false
 }
 
 // greet reads the greeting on a new connection and says EHLO.
@@ -384,6 +402,10 @@ func (t *Smarthost) connect(ctx context.Context, host string) (*client.Client, e
 		conn, err = d.DialContext(ctx, "tcp", t.Addr)
 	}
 	if err != nil {
+		var cv *tls.CertificateVerificationError
+		if errors.As(err, &cv) {
+			return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 7, 5}, "TLS with smarthost "+host+" failed", err)
+		}
 		return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 4, 1}, "Cannot connect to smarthost "+host, err)
 	}
 	c, err := greet(ctx, conn, t.LocalName, "smarthost "+host)
@@ -403,13 +425,15 @@ func (t *Smarthost) connect(ctx context.Context, host string) (*client.Client, e
 	if t.Username != "" {
 		if err := c.Auth(ctx, sasl.NewPlainClient("", t.Username, t.Password)); err != nil {
 			c.Close()
+			// Whatever the smarthost says to our AUTH (wrong credentials,
+			// no AUTH offered, a mechanism refused) is our configuration's
+			// fault, not the message's: keep it queued until someone fixes
+			// it, rather than bounce everything.
 			var se *smtp.Error
 			if errors.As(err, &se) && se.Code == 535 {
-				// Wrong credentials are our configuration's fault, not the
-				// message's: keep it queued until someone fixes them.
 				return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 7, 8}, "Smarthost "+host+" refused our credentials", err)
 			}
-			return nil, fmt.Errorf("auth with smarthost %s: %w", host, err)
+			return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 3, 5}, "AUTH with smarthost "+host+" failed", err)
 		}
 	}
 	return c, nil

@@ -26,11 +26,11 @@ func (s *session) authMechanisms() []string {
 		return nil
 	}
 	var m []string
-	if _, ok := s.sess.(PasswordSession); ok {
+	if s.pwdS != nil {
 		m = append(m, "PLAIN", "LOGIN")
 	}
-	if ss, ok := s.sess.(SASLSession); ok {
-		m = append(m, ss.AuthMechanisms()...)
+	if s.saslS != nil {
+		m = append(m, s.saslS.AuthMechanisms()...)
 	}
 	return m
 }
@@ -45,9 +45,7 @@ func (s *session) authPending() bool {
 	if s.conn.identity != "" || !s.conn.esmtp || !s.authAllowed() || !s.srv.enabled(ExtAuth) || s.sess == nil {
 		return false
 	}
-	_, pwd := s.sess.(PasswordSession)
-	_, sasl := s.sess.(SASLSession)
-	return pwd || sasl
+	return s.pwdS != nil || s.saslS != nil
 }
 
 func (s *session) cmdAuth(arg string) {
@@ -83,7 +81,7 @@ func (s *session) cmdAuth(arg string) {
 	var who string
 	var srv sasl.Server
 	var identity func() string
-	switch ps, isPwd := s.sess.(PasswordSession); {
+	switch ps, isPwd := s.pwdS, s.pwdS != nil; {
 	case isPwd && mech == "PLAIN":
 		srv = sasl.NewPlainServer(func(id, user, pass string) error {
 			who = user
@@ -95,8 +93,8 @@ func (s *session) cmdAuth(arg string) {
 			return asHookErr(s.callHook(func() error { return ps.AuthPassword(s.ctx, "", user, pass) }))
 		}}
 	default:
-		ss, ok := s.sess.(SASLSession)
-		if !ok {
+		ss := s.saslS
+		if ss == nil {
 			s.reply(504, smtp.EnhancedCode{5, 5, 4}, "Unrecognized authentication mechanism")
 			return
 		}

@@ -88,6 +88,37 @@ type VerifySession interface {
 	Expand(ctx context.Context, arg string) ([]string, error)
 }
 
+// A Session that wraps another (middleware: logging, metrics, a policy in
+// front of a backend) can say so with an Unwrap method returning the
+// wrapped Session, as errors and http.ResponseController do. The server then
+// looks for each optional interface of this file (HelloSession,
+// PasswordSession, SASLSession, VerifySession, LMTPSession) on the wrapper
+// first and then down the chain, and calls the first session that has it:
+// a wrapper keeps AUTH, VRFY and LMTP results working without mirroring
+// every combination of them, and sees only the hooks it implements.
+type wrapper interface {
+	Unwrap() Session
+}
+
+// optional returns the first session in the chain from sess (through
+// Unwrap) that implements T.
+func optional[T any](sess Session) (T, bool) {
+	for range 32 { // a bound, in case a chain loops
+		if t, ok := sess.(T); ok {
+			return t, true
+		}
+		w, ok := sess.(wrapper)
+		if !ok {
+			break
+		}
+		if sess = w.Unwrap(); sess == nil {
+			break
+		}
+	}
+	var zero T
+	return zero, false
+}
+
 // LMTPSession is implemented by sessions that give a separate result per
 // recipient after an LMTP DATA (RFC 2033 4.2). Without it, Data's result
 // is every recipient's.

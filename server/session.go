@@ -29,13 +29,19 @@ const (
 )
 
 type session struct {
-	srv     *Server
-	nc      net.Conn // current connection (the TLS one after STARTTLS)
-	tc      *timeoutConn
-	br      *wire.Reader
-	bw      *wire.Writer
-	conn    *Conn
-	sess    Session
+	srv  *Server
+	nc   net.Conn // current connection (the TLS one after STARTTLS)
+	tc   *timeoutConn
+	br   *wire.Reader
+	bw   *wire.Writer
+	conn *Conn
+	sess Session
+	// The session's optional interfaces, found once (see optional).
+	helloS  HelloSession
+	pwdS    PasswordSession
+	saslS   SASLSession
+	verifyS VerifySession
+	lmtpS   LMTPSession
 	ctx     context.Context
 	cancel  context.CancelFunc
 	counted bool
@@ -217,6 +223,13 @@ func (s *session) serve() {
 		s.sess, err = s.srv.Handler.NewSession(s.ctx, s.conn)
 		return err
 	})
+	if err == nil && s.sess != nil {
+		s.helloS, _ = optional[HelloSession](s.sess)
+		s.pwdS, _ = optional[PasswordSession](s.sess)
+		s.saslS, _ = optional[SASLSession](s.sess)
+		s.verifyS, _ = optional[VerifySession](s.sess)
+		s.lmtpS, _ = optional[LMTPSession](s.sess)
+	}
 	if err != nil || s.sess == nil {
 		if err == nil {
 			err = errors.New("handler returned no session")
@@ -526,7 +539,7 @@ func (s *session) cmdHello(cmd wire.Command) {
 		name = name[:i]
 	}
 	s.resetTx()
-	if hs, ok := s.sess.(HelloSession); ok {
+	if hs := s.helloS; hs != nil {
 		if err := s.callHook(func() error { return hs.Hello(s.ctx, name) }); err != nil {
 			s.replyErr(s.hookErr(err))
 			return
@@ -798,7 +811,7 @@ func (s *session) cmdRcpt(arg string) {
 }
 
 func (s *session) cmdVerify(cmd wire.Command) {
-	vs, ok := s.sess.(VerifySession)
+	vs, ok := s.verifyS, s.verifyS != nil
 	if !ok || cmd.Arg == "" {
 		if cmd.Arg == "" {
 			s.reply(501, smtp.EnhancedCode{5, 5, 4}, "Argument required")
@@ -903,7 +916,7 @@ func bodyError(err error) *smtp.Error {
 // accepted recipient (all the same unless the session speaks LMTP).
 func (s *session) runData(r io.Reader) []error {
 	results := make([]error, len(s.rcpts))
-	if ls, ok := s.sess.(LMTPSession); ok && s.srv.LMTP {
+	if ls := s.lmtpS; ls != nil && s.srv.LMTP {
 		st := &LMTPStatus{errs: results, set: make([]bool, len(s.rcpts))}
 		for _, rc := range s.rcpts {
 			st.rcpts = append(st.rcpts, rc.Address)

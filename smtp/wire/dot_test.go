@@ -140,10 +140,12 @@ func decodeWith(src io.Reader, maxSize int64, maxLine int, read func(*DotReader)
 	var r decoded
 	r.body, r.err = read(d)
 	r.size = d.Size()
+	// Released before the rest is read, as the server does after a body:
+	// what was read ahead must survive the move back to a command buffer.
+	br.Release()
 	if r.err == nil || r.err == ErrTooBig || r.err == ErrTextLineTooLong {
 		r.rest = rest(br)
 	}
-	br.Release()
 	return r
 }
 

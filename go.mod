@@ -9,6 +9,7 @@ require (
 )
 
 require (
+	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/miekg/dns v1.1.73
 	golang.org/x/sys v0.50.0
 )

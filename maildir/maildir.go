@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,47 +74,56 @@ func Open(path string, opts Options) (*Dir, error) {
 	d.bufs.New = func() any { b := make([]byte, bufSize); return &b }
 	d.commit.init(d.syncNew)
 
-	createdRoot, err := mkdir(path)
-	if err != nil {
-		return nil, err
-	}
-	createdSub := false
-	for _, sub := range []string{"tmp", "new", "cur"} {
-		c, err := mkdir(filepath.Join(path, sub))
+	// Every directory created is durable only once its parent is synced:
+	// without that, a crash could lose new/ (or the Maildir, or the data
+	// directory above it) and with it every message delivered into it.
+	var created []string
+	for _, dir := range []string{path, filepath.Join(path, "tmp"), filepath.Join(path, "new"), filepath.Join(path, "cur")} {
+		c, err := mkdir(dir)
 		if err != nil {
 			return nil, err
 		}
-		createdSub = createdSub || c
+		created = append(created, c...)
 	}
-	// A new subdirectory is only durable once its parent is synced; without this a crash could lose new/ and
-	// with it every message delivered into it.
 	if !d.noSync {
-		if createdSub {
-			if err := syncDir(path); err != nil {
-				return nil, fmt.Errorf("maildir: %w", err)
-			}
-		}
-		if createdRoot {
-			if err := syncDir(filepath.Dir(path)); err != nil {
-				return nil, fmt.Errorf("maildir: %w", err)
+		synced := map[string]bool{}
+		for _, c := range created {
+			if parent := filepath.Dir(c); !synced[parent] {
+				if err := syncDir(parent); err != nil {
+					return nil, fmt.Errorf("maildir: %w", err)
+				}
+				synced[parent] = true
 			}
 		}
 	}
 	return d, nil
 }
 
-// mkdir creates dir with mode 0700 (and any missing parents) and reports whether dir itself was created.
-func mkdir(dir string) (bool, error) {
-	if fi, err := os.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return false, fmt.Errorf("maildir: %s is not a directory", dir)
+// mkdir creates dir with mode 0700, and any missing parents, and returns the directories it created, the
+// outermost first.
+func mkdir(dir string) ([]string, error) {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err == nil {
+			if !fi.IsDir() {
+				return nil, fmt.Errorf("maildir: %s is not a directory", d)
+			}
+			break
 		}
-		return false, nil
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(missing) == 0 {
+		return nil, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return false, fmt.Errorf("maildir: %w", err)
+		return nil, fmt.Errorf("maildir: %w", err)
 	}
-	return true, nil
+	slices.Reverse(missing)
+	return missing, nil
 }
 
 // Path returns the Maildir's root directory, as given to Open.

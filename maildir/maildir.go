@@ -10,12 +10,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/smtpkit/smtpkit/internal/durable"
 )
 
 // bufSize is the write buffer of one delivery: large enough that a 100 MB body costs ~1600 write calls, small
@@ -74,56 +75,22 @@ func Open(path string, opts Options) (*Dir, error) {
 	d.bufs.New = func() any { b := make([]byte, bufSize); return &b }
 	d.commit.init(d.syncNew)
 
-	// Every directory created is durable only once its parent is synced:
-	// without that, a crash could lose new/ (or the Maildir, or the data
-	// directory above it) and with it every message delivered into it.
-	var created []string
-	for _, dir := range []string{path, filepath.Join(path, "tmp"), filepath.Join(path, "new"), filepath.Join(path, "cur")} {
-		c, err := mkdir(dir)
-		if err != nil {
-			return nil, err
+	// A new directory is durable only once its parent is synced: without
+	// that, a crash could lose new/ (or the Maildir, or the data directory
+	// above it) and with it every message delivered into it.
+	for _, dir := range []string{path, d.tmp, d.new, filepath.Join(path, "cur")} {
+		if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+			return nil, fmt.Errorf("maildir: %s is not a directory", dir)
 		}
-		created = append(created, c...)
-	}
-	if !d.noSync {
-		synced := map[string]bool{}
-		for _, c := range created {
-			if parent := filepath.Dir(c); !synced[parent] {
-				if err := syncDir(parent); err != nil {
-					return nil, fmt.Errorf("maildir: %w", err)
-				}
-				synced[parent] = true
-			}
+		mk := durable.MkdirAll
+		if d.noSync {
+			mk = os.MkdirAll
+		}
+		if err := mk(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("maildir: %w", err)
 		}
 	}
 	return d, nil
-}
-
-// mkdir creates dir with mode 0700, and any missing parents, and returns the directories it created, the
-// outermost first.
-func mkdir(dir string) ([]string, error) {
-	var missing []string
-	for d := dir; ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err == nil {
-			if !fi.IsDir() {
-				return nil, fmt.Errorf("maildir: %s is not a directory", d)
-			}
-			break
-		}
-		missing = append(missing, d)
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	if len(missing) == 0 {
-		return nil, nil
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("maildir: %w", err)
-	}
-	slices.Reverse(missing)
-	return missing, nil
 }
 
 // Path returns the Maildir's root directory, as given to Open.
@@ -283,7 +250,7 @@ func (d *Dir) syncNew() error {
 		d.syncHook()
 	}
 	d.dirSyncs.Add(1)
-	return syncDir(d.new)
+	return durable.SyncDir(d.new)
 }
 
 // syncer batches directory fsyncs (group commit). Each fsync is a generation. A caller that has just renamed a

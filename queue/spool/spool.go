@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/smtpkit/smtpkit/internal/durable"
 	"github.com/smtpkit/smtpkit/queue"
 )
 
@@ -119,7 +120,13 @@ func Open(dir string, opts Options) (*Spool, error) {
 	}
 	s.bufs.New = func() any { b := make([]byte, 0, headerLen+idLen+chunkSize+4096); return &b }
 	s.sync.init(opts.NoSync)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// The chain of directories must be durable before anything in them is:
+	// a crash could otherwise lose the queue directory and every message.
+	mk := durable.MkdirAll
+	if opts.NoSync {
+		mk = os.MkdirAll
+	}
+	if err := mk(dir, 0o700); err != nil {
 		return nil, err
 	}
 	lock, err := lockDir(dir)
@@ -222,7 +229,7 @@ func (s *Spool) roll() error {
 		return err
 	}
 	if !s.opts.NoSync {
-		if err := syncDir(s.dir); err != nil {
+		if err := durable.SyncDir(s.dir); err != nil {
 			f.Close()
 			return err
 		}
@@ -439,23 +446,31 @@ func (s *Spool) Len() int {
 // Body implements queue.Queue.
 func (s *Spool) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	e, ok := s.index[id]
-	var exts []extent
-	if ok {
-		exts = append(exts, e.extents...)
-	}
-	s.mu.Unlock()
 	if !ok {
 		return nil, queue.ErrNotFound
 	}
-	return &bodyReader{dir: s.dir, exts: exts, files: map[int64]*os.File{}}, nil
+	// The segments are opened now, under the lock, not as the reader gets
+	// to them: a compaction may copy the message forward and remove its old
+	// segments while a delivery is still reading it, and an open file
+	// stays readable after its name is gone.
+	b := &bodyReader{exts: append([]extent(nil), e.extents...), files: map[int64]*os.File{}}
+	for _, x := range b.exts {
+		if _, ok := b.files[x.seg]; ok {
+			continue
+		}
+		f, err := os.Open(filepath.Join(s.dir, segName(x.seg)))
+		if err != nil {
+			b.Close()
+			return nil, err
+		}
+		b.files[x.seg] = f
+	}
+	return b, nil
 }
 
-// bodyReader reads a body's extents, opening each segment once. Segments
-// are opened by path, so a reader keeps working (on Unix) even if the
-// message is copied forward and its old segment removed meanwhile.
 type bodyReader struct {
-	dir   string
 	exts  []extent
 	pos   int64 // within exts[0]
 	files map[int64]*os.File
@@ -469,15 +484,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	e := b.exts[0]
-	f, ok := b.files[e.seg]
-	if !ok {
-		var err error
-		f, err = os.Open(filepath.Join(b.dir, segName(e.seg)))
-		if err != nil {
-			return 0, err
-		}
-		b.files[e.seg] = f
-	}
+	f := b.files[e.seg]
 	if int64(len(p)) > e.n-b.pos {
 		p = p[:e.n-b.pos]
 	}

@@ -105,6 +105,12 @@ func TestSegmentsRemoved(t *testing.T) {
 		}
 	}
 	segs := func() int { m, _ := filepath.Glob(filepath.Join(dir, "*.seg")); return len(m) }
+	// A delivery reading the stuck message while the compaction moves it
+	// and removes its old segment must still read all of it.
+	reading, err := s.Body(ctx, stuck)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if n := segs(); n < 5 {
 		t.Fatalf("only %d segments: the stuck message should be holding old ones", n)
 	}
@@ -125,6 +131,11 @@ func TestSegmentsRemoved(t *testing.T) {
 	if b.String() != "waits for days" {
 		t.Fatalf("stuck body after compaction: %q", b.String())
 	}
+	b.Reset()
+	if _, err := b.ReadFrom(reading); err != nil || b.String() != "waits for days" {
+		t.Fatalf("body opened before the compaction: %q, %v", b.String(), err)
+	}
+	reading.Close()
 	// And it survives a restart from the compacted spool.
 	s.Close()
 	s2, err := Open(dir, Options{})

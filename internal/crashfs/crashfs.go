@@ -107,6 +107,7 @@ type dir struct {
 
 var (
 	_ fs.NodeMkdirer   = (*dir)(nil)
+	_ fs.NodeMknoder   = (*dir)(nil)
 	_ fs.NodeCreater   = (*dir)(nil)
 	_ fs.NodeUnlinker  = (*dir)(nil)
 	_ fs.NodeRmdirer   = (*dir)(nil)
@@ -159,6 +160,27 @@ func (d *dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	child := &file{fsys: d.fsys, mode: mode & 0o7777}
 	out.Mode = syscall.S_IFREG | child.mode
 	return d.NewInode(ctx, child, fs.StableAttr{Mode: syscall.S_IFREG}), nil, 0, 0
+}
+
+// Mknod makes what bind(2) needs for a Unix socket (a control socket in the
+// data directory). Sockets do not outlive a reboot, so one never survives
+// a snapshot.
+func (d *dir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if mode&syscall.S_IFMT != syscall.S_IFSOCK {
+		return nil, syscall.EPERM
+	}
+	out.Mode = mode
+	return d.NewInode(ctx, &socket{mode: mode}, fs.StableAttr{Mode: syscall.S_IFSOCK}), 0
+}
+
+type socket struct {
+	fs.Inode
+	mode uint32
+}
+
+func (s *socket) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = s.mode
+	return 0
 }
 
 // Unlink, Rmdir and Rename change only the current entries, which go-fuse

@@ -112,6 +112,13 @@ func (p *pool) deliver(ctx context.Context, key, host string, connect func() (*c
 			pc = &pooled{c: c, mta: host}
 		}
 		errs, err := send(ctx, pc.c, m, idx, body)
+		var be bodyError
+		if errors.As(err, &be) {
+			// Our side failed before anything was sent: the connection is
+			// as good as it was.
+			p.put(key, pc)
+			return nil, smtp.Wrap(451, smtp.EnhancedCode{4, 3, 0}, "Cannot read the queued message", be.err)
+		}
 		if err != nil || closing(errs) {
 			pc.c.Close()
 			if !fresh {
@@ -127,6 +134,12 @@ func (p *pool) deliver(ctx context.Context, key, host string, connect func() (*c
 	}
 	return nil, smtp.NewError(451, smtp.EnhancedCode{4, 4, 2}, "Connection to "+host+" failed")
 }
+
+// bodyError is a failure to open the message body from the queue.
+type bodyError struct{ err error }
+
+func (e bodyError) Error() string { return "opening the message body: " + e.err.Error() }
+func (e bodyError) Unwrap() error { return e.err }
 
 // closing reports whether the server answered 421: it is closing the
 // connection (RFC 5321 3.8), which must not be used again.
@@ -169,7 +182,7 @@ func rcptList(m *queue.Message, idx []int) []client.Recipient {
 func send(ctx context.Context, c *client.Client, m *queue.Message, idx []int, body func() (io.ReadCloser, error)) ([]error, error) {
 	rc, err := body()
 	if err != nil {
-		return nil, err
+		return nil, bodyError{err}
 	}
 	defer rc.Close()
 	res, err := c.Send(ctx, m.From, &m.MailOptions, rcptList(m, idx), rc, m.Size)

@@ -576,3 +576,23 @@ func TestSmarthost421NewConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestSmarthostBodyUnreadable: a body the queue cannot open (deleted
+// meanwhile, a read error) defers the message with 451 4.3.0 and leaves
+// the connection, on which nothing was sent, to the next message.
+func TestSmarthostBodyUnreadable(t *testing.T) {
+	srv, rec := startSmarthost(t, smtptest.ModeSTARTTLS, nil, nil)
+	tr := newTransport(t, srv)
+	m := newMessage(t, "a@example.com")
+	checkResults(t, deliver(t, tr, m, 0), delivered)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	broken := func() (io.ReadCloser, error) { return nil, errors.New("segment unreadable") }
+	checkResults(t, tr.Deliver(ctx, m, "example.com", []int{0}, broken), outcome{451, smtp.EnhancedCode{4, 3, 0}})
+	checkResults(t, deliver(t, tr, m, 0), delivered)
+	to := []string{"a@example.com"}
+	checkReceived(t, rec, testUser, to, to)
+	if n := len(rec.Sessions()); n != 1 {
+		t.Errorf("%d connections, want 1: the failed body must not cost the connection", n)
+	}
+}

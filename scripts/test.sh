@@ -20,6 +20,26 @@ if [ "$need_install" = 1 ]; then
     swaks postfix msmtp curl python3 openssl ca-certificates iproute2 util-linux >/dev/null
 fi
 
+# Exim is the one client here that sends BDAT (RFC 3030 CHUNKING). Its
+# package would replace Postfix (each is the system MTA), so its binary is
+# unpacked into a directory of its own instead of installed; it needs its
+# libraries and the system user it was built to run as.
+EXIM_DIR=${SMTPKIT_EXIM_DIR:-/opt/smtpkit-test/exim}
+if [ ! -x "$EXIM_DIR/usr/sbin/exim4" ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    libgnutls-dane0 libgnutls30 libidn12 libidn2-0 libnsl2 libpcre2-8-0 libdb5.3 libcrypt1 >/dev/null
+  exim_tmp=$(mktemp -d)
+  chmod 755 "$exim_tmp"
+  (cd "$exim_tmp" && apt-get download -qq exim4-daemon-light 2>/dev/null)
+  $SUDO mkdir -p "$EXIM_DIR"
+  $SUDO dpkg -x "$exim_tmp"/exim4-daemon-light_*.deb "$EXIM_DIR"
+  rm -rf "$exim_tmp"
+fi
+id Debian-exim >/dev/null 2>&1 || ${SUDO:-} useradd --system --no-create-home --shell /usr/sbin/nologin Debian-exim
+export SMTPKIT_EXIM="$EXIM_DIR/usr/sbin/exim4"
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted"; exit 1; fi

@@ -137,6 +137,7 @@ type Server struct {
 	closeOnce  sync.Once
 	handoff    chan *session // to a goroutine idle after its last session
 	workers    atomic.Int64  // session goroutines alive, busy or idle
+	idle       atomic.Int64  // of which waiting for a connection
 	idSeq      atomic.Uint64
 	idBase     string
 	initOnce   sync.Once
@@ -334,11 +335,15 @@ func (s *Server) work(ss *session) {
 		} else {
 			idle.Reset(workerIdle)
 		}
+		s.idle.Add(1)
 		select {
 		case ss = <-s.handoff:
+			s.idle.Add(-1)
 		case <-idle.C:
+			s.idle.Add(-1)
 			return
 		case <-s.closed:
+			s.idle.Add(-1)
 			idle.Stop()
 			return
 		}

@@ -18,7 +18,8 @@
 // HelloSession, PasswordSession, SASLSession, VerifySession and
 // LMTPSession, to accept, reject (5xx) or defer (4xx) at the connection,
 // HELO/EHLO, AUTH, MAIL, each RCPT, the streamed body, RSET and the
-// disconnect.
+// disconnect. Middleware that wraps a Session implements Unwrap() Session,
+// and the optional interfaces are then found on the sessions it wraps.
 //
 // Errors from hooks become replies: an *smtp.Error is sent as it is, any
 // other error as 451 4.3.0, so that a fault in user code makes the client

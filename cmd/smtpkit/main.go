@@ -81,6 +81,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "private key `file` (PEM)")
 	fs.StringVar(&cfg.UsersFile, "users", "", "`file` of user:bcrypt-hash lines; enables AUTH (over TLS only)")
 	fs.Int64Var(&cfg.MaxSize, "max-size", 0, "maximum message size in `bytes` (default 10240000)")
+	fs.Int64Var(&cfg.MinFree, "min-free", -1, "free `bytes` the data directory needs for MAIL to be accepted, else 452 4.3.1 (default 1.5 x --max-size; 0: no check)")
 	fs.BoolVar(&cfg.Discard, "discard", false, "accept and drop every message (a sink for load tests)")
 	fs.BoolVar(&cfg.NoSync, "no-fsync", false, "do not fsync before answering 250 (unsafe: for benchmarks)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "maximum concurrent connections (default 1000, -1 for none)")

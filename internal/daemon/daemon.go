@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -27,15 +28,19 @@ import (
 
 // Config is what the serve command's flags set.
 type Config struct {
-	Listen       []string // SMTP with optional STARTTLS
-	TLSListen    []string // implicit TLS
-	LMTPListen   []string
-	DataDir      string
-	Hostname     string
-	TLSCert      string
-	TLSKey       string
-	UsersFile    string
-	MaxSize      int64
+	Listen     []string // SMTP with optional STARTTLS
+	TLSListen  []string // implicit TLS
+	LMTPListen []string
+	DataDir    string
+	Hostname   string
+	TLSCert    string
+	TLSKey     string
+	UsersFile  string
+	MaxSize    int64
+	// MinFree is the free space the data directory must have for MAIL to
+	// be accepted (then 452 4.3.1), as Postfix's queue_minfree; negative
+	// means 1.5 times the message size limit, zero no check.
+	MinFree      int64
 	Discard      bool
 	NoSync       bool // for benchmarks only: no fsync before 250
 	MaxConns     int
@@ -73,7 +78,14 @@ func Run(ctx context.Context, cfg Config) error {
 	} else if len(cfg.TLSListen) > 0 {
 		return errors.New("--tls-listen needs --tls-cert and --tls-key")
 	}
-	h := &handler{log: log, discard: cfg.Discard}
+	h := &handler{log: log, discard: cfg.Discard, dataDir: cfg.DataDir, minFree: cfg.MinFree}
+	if h.minFree < 0 {
+		maxSize := cfg.MaxSize
+		if maxSize <= 0 {
+			maxSize = server.DefaultMaxMessageBytes
+		}
+		h.minFree = maxSize + maxSize/2
+	}
 	if cfg.UsersFile != "" {
 		users, err := LoadUsers(cfg.UsersFile)
 		if err != nil {
@@ -258,6 +270,8 @@ type handler struct {
 	relay   *relay
 	users   map[string][]byte
 	discard bool
+	dataDir string
+	minFree int64 // bytes the data directory must have free at MAIL; 0: no check
 
 	dummyOnce sync.Once
 	dummy     []byte
@@ -319,6 +333,14 @@ func (s *session) Mail(ctx context.Context, from smtp.Address, opts *smtp.MailOp
 	if ip := s.conn.RemoteIP(); !ip.IsLoopback() && s.conn.AuthIdentity() == "" {
 		return smtp.NewError(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required")
 	}
+	// Refuse at MAIL, while the client can still go elsewhere, rather than
+	// take a message the disk cannot hold (which would be refused only
+	// after its last byte, and may leave dead space in the queue).
+	if !s.h.discard && s.h.minFree > 0 {
+		if free, ok := freeSpace(s.h.dataDir); ok && free < s.h.minFree {
+			return smtp.NewError(452, smtp.EnhancedCode{4, 3, 1}, "Insufficient system storage")
+		}
+	}
 	s.from, s.opts = from, *opts
 	return nil
 }
@@ -339,14 +361,24 @@ func (s *session) Data(ctx context.Context, r io.Reader) error {
 	}
 	hdr := s.conn.Received(&s.opts, addrs).String()
 	if s.h.relay != nil {
-		return s.h.relay.enqueue(ctx, s.conn, s.from, s.opts, s.rcpts, hdr, r)
+		return storageErr(s.h.relay.enqueue(ctx, s.conn, s.from, s.opts, s.rcpts, hdr, r))
 	}
 	name, err := s.h.md.Deliver(ctx, []byte(hdr), r)
 	if err != nil {
-		return err
+		return storageErr(err)
 	}
 	s.h.log.Debug("delivered", "id", s.conn.ID, "file", name)
 	return nil
+}
+
+// storageErr says "452 4.3.1" (RFC 3463: mail system full) when the disk
+// or the quota is full, rather than the generic 451 4.3.0: the client
+// retries either way, but the reply tells its operator why.
+func storageErr(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return smtp.Wrap(452, smtp.EnhancedCode{4, 3, 1}, "Insufficient system storage", err)
+	}
+	return err
 }
 
 func (s *session) Reset(ctx context.Context) {

@@ -173,9 +173,7 @@ func (s *session) authFailed(err error, mech, user string) {
 	s.srv.logger().Warn("auth failed", "id", s.conn.ID, "remote", s.conn.RemoteAddr.String(), "mech", mech, "user", user, "reply", e.Code, "cause", err)
 	s.replyErr(e)
 	if s.authFailures >= limit(s.srv.MaxAuthFailures, DefaultMaxAuthFailures) {
-		s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many authentication failures, closing connection")
-		s.endErr = errors.New("too many authentication failures")
-		s.closing = true
+		s.closeOverLimit("authentication failures")
 	}
 }
 

@@ -341,9 +341,7 @@ func (s *session) readFailed(err error) {
 
 func (s *session) tooManyErrors() bool {
 	if s.errors >= limit(s.srv.MaxErrors, DefaultMaxErrors) {
-		s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many errors, closing connection")
-		s.endErr = errors.New("too many errors")
-		s.closing = true
+		s.closeOverLimit("errors")
 		return true
 	}
 	return false
@@ -446,6 +444,25 @@ func (s *session) hookErr(err error) *smtp.Error {
 	return e
 }
 
+// closeOverLimit ends a session that passed a per-connection limit: 421
+// 4.7.0 "Too many <what>", which is also the session's logged outcome.
+func (s *session) closeOverLimit(what string) {
+	s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many "+what+", closing connection")
+	s.endErr = errors.New("too many " + what)
+	s.closing = true
+}
+
+// junkCommand counts a NOOP, RSET, VRFY, EXPN or HELP against
+// MaxJunkCommands and reports whether that ended the session.
+func (s *session) junkCommand() bool {
+	s.junk++
+	if s.junk > limit(s.srv.MaxJunkCommands, DefaultMaxJunkCommands) {
+		s.closeOverLimit("commands without mail")
+		return true
+	}
+	return false
+}
+
 func (s *session) dispatch(cmd wire.Command) {
 	if s.badGreeting {
 		if cmd.Verb == "QUIT" {
@@ -461,21 +478,9 @@ func (s *session) dispatch(cmd wire.Command) {
 		default:
 			s.preHello++
 			if s.preHello > limit(s.srv.MaxCommandsBeforeHello, DefaultMaxCommandsBeforeHello) {
-				s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many commands before HELO, closing connection")
-				s.endErr = errors.New("too many commands before HELO")
-				s.closing = true
+				s.closeOverLimit("commands before HELO")
 				return
 			}
-		}
-	}
-	switch cmd.Verb {
-	case "NOOP", "RSET", "VRFY", "EXPN", "HELP":
-		s.junk++
-		if s.junk > limit(s.srv.MaxJunkCommands, DefaultMaxJunkCommands) {
-			s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many commands without mail, closing connection")
-			s.endErr = errors.New("too many junk commands")
-			s.closing = true
-			return
 		}
 	}
 	switch cmd.Verb {
@@ -500,6 +505,9 @@ func (s *session) dispatch(cmd wire.Command) {
 	case "BDAT":
 		s.cmdBDAT(cmd.Arg)
 	case "RSET":
+		if s.junkCommand() {
+			return
+		}
 		if cmd.Arg != "" {
 			s.reply(501, smtp.EnhancedCode{5, 5, 4}, "RSET takes no arguments")
 			return
@@ -507,12 +515,21 @@ func (s *session) dispatch(cmd wire.Command) {
 		s.resetTx()
 		s.reply(250, smtp.EnhancedCode{2, 0, 0}, "OK")
 	case "NOOP":
+		if s.junkCommand() {
+			return
+		}
 		s.reply(250, smtp.EnhancedCode{2, 0, 0}, "OK")
 	case "QUIT":
 		s.cmdQuit()
 	case "VRFY", "EXPN":
+		if s.junkCommand() {
+			return
+		}
 		s.cmdVerify(cmd)
 	case "HELP":
+		if s.junkCommand() {
+			return
+		}
 		s.reply(214, smtp.EnhancedCode{2, 0, 0}, "See RFC 5321 and https://www.rfc-editor.org/rfc/rfc5321")
 	case "STARTTLS":
 		s.cmdStartTLS(cmd.Arg)
@@ -617,9 +634,7 @@ func (s *session) cmdMail(arg string) {
 		return
 	}
 	if s.txCount >= limit(s.srv.MaxTransactions, DefaultMaxTransactions) {
-		s.replyFinal(421, smtp.EnhancedCode{4, 7, 0}, s.srv.hostname()+" Too many messages in one connection, closing")
-		s.endErr = errors.New("too many transactions")
-		s.closing = true
+		s.closeOverLimit("messages in one connection")
 		return
 	}
 	from, params, err := wire.ParsePathArg(arg, "FROM:")

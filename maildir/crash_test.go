@@ -21,15 +21,7 @@ import (
 // Deliver had acknowledged before the cut must be in the surviving new/,
 // whole, and new/ must hold nothing else than whole messages.
 func TestPowerCut(t *testing.T) {
-	fsys, err := crashfs.Mount(t.TempDir())
-	if err != nil {
-		t.Skipf("no FUSE here: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := fsys.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-	})
+	fsys := crashfs.ForTest(t)
 	// Two levels that do not exist yet: Open must make the whole chain
 	// durable, not only the last directory.
 	md, err := maildir.Open(filepath.Join(fsys.Dir, "data", "maildir"), maildir.Options{Hostname: "mx.test"})
@@ -76,10 +68,7 @@ func TestPowerCut(t *testing.T) {
 			before[k] = true
 		}
 		mu.Unlock()
-		snap := t.TempDir()
-		if err := fsys.Snapshot(snap); err != nil {
-			t.Fatal(err)
-		}
+		snap := fsys.Cut(t)
 		found := map[string]bool{}
 		ents, _ := os.ReadDir(filepath.Join(snap, "data", "maildir", "new"))
 		for _, e := range ents {

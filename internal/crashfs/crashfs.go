@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -316,4 +317,32 @@ func (f *file) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	out.Mode = syscall.S_IFREG | f.mode
 	out.Size = uint64(len(f.data))
 	return 0
+}
+
+// ForTest mounts a crashfs in a temporary directory of t, unmounted when the
+// test ends (after the cleanups registered later, such as a daemon's stop),
+// or skips the test where FUSE cannot be mounted.
+func ForTest(t testing.TB) *FS {
+	t.Helper()
+	f, err := Mount(t.TempDir())
+	if err != nil {
+		t.Skipf("no FUSE here: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := f.Unmount(); err != nil {
+			t.Errorf("crashfs: unmount: %v", err)
+		}
+	})
+	return f
+}
+
+// Cut cuts the power: it writes what would survive now into a new
+// temporary directory of t and returns that directory.
+func (f *FS) Cut(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := f.Snapshot(dir); err != nil {
+		t.Fatalf("crashfs: snapshot: %v", err)
+	}
+	return dir
 }

@@ -8,29 +8,10 @@ import (
 	"testing"
 )
 
-// mount mounts a crashfs for the test, or skips it where FUSE cannot be
-// mounted (no /dev/fuse, not root).
-func mount(t *testing.T) *FS {
-	t.Helper()
-	f, err := Mount(t.TempDir())
-	if err != nil {
-		t.Skipf("no FUSE here: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := f.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-	})
-	return f
-}
-
 // snapshot returns the durable tree as path → content ("/" for directories).
 func snapshot(t *testing.T, f *FS) map[string]string {
 	t.Helper()
-	dir := t.TempDir()
-	if err := f.Snapshot(dir); err != nil {
-		t.Fatal(err)
-	}
+	dir := f.Cut(t)
 	got := map[string]string{}
 	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
@@ -75,7 +56,7 @@ func writeFile(t *testing.T, p, s string) {
 // TestDurability walks through what survives and what does not, each step
 // checked against the snapshot it must give.
 func TestDurability(t *testing.T) {
-	f := mount(t)
+	f := ForTest(t)
 	at := func(p string) string { return filepath.Join(f.Dir, p) }
 	steps := []struct {
 		name string

@@ -14,22 +14,11 @@ import (
 // TestMkdirAll: every level MkdirAll creates survives a power cut, which
 // os.MkdirAll alone does not promise.
 func TestMkdirAll(t *testing.T) {
-	fsys, err := crashfs.Mount(t.TempDir())
-	if err != nil {
-		t.Skipf("no FUSE here: %v", err)
-	}
-	t.Cleanup(func() { fsys.Unmount() })
-	cut := func() string {
-		snap := t.TempDir()
-		if err := fsys.Snapshot(snap); err != nil {
-			t.Fatal(err)
-		}
-		return snap
-	}
+	fsys := crashfs.ForTest(t)
 	if err := os.MkdirAll(filepath.Join(fsys.Dir, "plain", "x"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(cut(), "plain")); err == nil {
+	if _, err := os.Stat(filepath.Join(fsys.Cut(t), "plain")); err == nil {
 		t.Fatal("os.MkdirAll's directories survived the cut: crashfs is not modelling the loss")
 	}
 	if err := durable.MkdirAll(filepath.Join(fsys.Dir, "a", "b", "c"), 0o700); err != nil {
@@ -38,7 +27,7 @@ func TestMkdirAll(t *testing.T) {
 	if err := durable.MkdirAll(filepath.Join(fsys.Dir, "a", "b", "c"), 0o700); err != nil { // exists: nothing to do
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(filepath.Join(cut(), "a", "b", "c")); err != nil || !fi.IsDir() {
+	if fi, err := os.Stat(filepath.Join(fsys.Cut(t), "a", "b", "c")); err != nil || !fi.IsDir() {
 		t.Fatalf("after durable.MkdirAll and a cut: %v", err)
 	}
 	f := filepath.Join(fsys.Dir, "file")

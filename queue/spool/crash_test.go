@@ -25,15 +25,7 @@ import (
 // returned must be there with its envelope and body, and every Update that
 // had returned must show.
 func TestPowerCut(t *testing.T) {
-	fsys, err := crashfs.Mount(t.TempDir())
-	if err != nil {
-		t.Skipf("no FUSE here: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := fsys.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-	})
+	fsys := crashfs.ForTest(t)
 	ctx := context.Background()
 	// A directory chain that does not exist yet, as on a first start.
 	q, err := spool.Open(filepath.Join(fsys.Dir, "data", "queue"), spool.Options{SegmentSize: 16 << 10})
@@ -125,10 +117,7 @@ func TestPowerCut(t *testing.T) {
 			before[id] = a
 		}
 		mu.Unlock()
-		snap := t.TempDir()
-		if err := fsys.Snapshot(snap); err != nil {
-			t.Fatal(err)
-		}
+		snap := fsys.Cut(t)
 		// A message being deleted by the cut may be gone or not (a
 		// deleted one coming back means a second delivery, not a loss):
 		// read after the cut, so that every delete begun before it counts.

@@ -32,18 +32,11 @@ import (
 // among its survivors, unless wantLoss (the daemon runs with --no-fsync,
 // to show that the test can see a loss): then some cut must lose one.
 func powerCut(t *testing.T, n int, args []string, wantLoss bool, survivors func(t *testing.T, data string) map[int]bool) {
-	fsys, err := crashfs.Mount(t.TempDir())
-	if err != nil {
-		t.Skipf("no FUSE here: %v", err)
-	}
+	fsys := crashfs.ForTest(t)
 	data := filepath.Join(fsys.Dir, "data")
+	// Its cleanup stops it before crashfs's unmounts (cleanups run last
+	// registered first).
 	d := startDaemon(t, daemonOptions{Args: append(args, "--data", data)})
-	t.Cleanup(func() {
-		d.stop() // before the unmount: the daemon's files are on it
-		if err := fsys.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-	})
 
 	var mu sync.Mutex
 	acked := map[int]bool{}
@@ -84,11 +77,7 @@ func powerCut(t *testing.T, n int, args []string, wantLoss bool, survivors func(
 			before[i] = true
 		}
 		mu.Unlock()
-		snap := t.TempDir()
-		if err := fsys.Snapshot(snap); err != nil {
-			t.Fatal(err)
-		}
-		found := survivors(t, filepath.Join(snap, "data"))
+		found := survivors(t, filepath.Join(fsys.Cut(t), "data"))
 		for i := range before {
 			if found[i] {
 				continue

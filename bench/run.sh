@@ -96,7 +96,7 @@ fi
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain -- . 2>/dev/null | grep -v '^?? bench/' || true)" ]; then REV="$REV+dirty"; fi
 [ -n "${SMTPKIT_BIN:-}" ] && REV="$SMTPKIT_BIN"
-TCK=$(getconf CLK_TCK)
+. bench/lib.sh
 
 # count MODE SIZE CONN SESSIONS: messages for one cell, sized so that the
 # faster server takes about 2-6 seconds on a 2-core VM (see BENCHMARKS.md).
@@ -143,41 +143,8 @@ busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 }' /proc/stat; }
 # Maildir, ...), which work for the server's sockets and files, not for
 # another job.
 kthread_ticks() { { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{ sub(/^.*\) /, ""); if ($2 == 2) t += $12 + $13 } END { print t + 0 }'; }
-# child_cpu FILE: CPU seconds of this shell's finished children (smtp-source
-# and helpers) as "times" wrote them into FILE. ("times" must run in the
-# shell itself: in $(...) it would report the subshell's children.)
-child_cpu() { awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.3f\n", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$1"; }
 
-# wait_quiet waits (at most QUIET_WAIT seconds) until other processes use
-# less than QUIET_MAX CPUs, so that another job on the machine does not
-# steal the cores from one server and not the other.
-QUIET_MAX=${QUIET_MAX:-0.10}
-# A run during which other processes used more than OTHER_MAX CPUs on
-# average is repeated, up to ATTEMPTS times in all.
-OTHER_MAX=${OTHER_MAX:-0.15}
-ATTEMPTS=${ATTEMPTS:-3}
-QUIET_WAIT=${QUIET_WAIT:-900}
-wait_quiet() {
-  local waited=0 b0 b1
-  while :; do
-    b0=$(busy_ticks)
-    sleep 1
-    b1=$(busy_ticks)
-    if awk -v d=$((b1 - b0)) -v t="$TCK" -v m="$QUIET_MAX" 'BEGIN { exit !(d / t <= m) }'; then
-      return 0
-    fi
-    if [ "$waited" -ge "$QUIET_WAIT" ]; then
-      echo "run.sh: the machine is still busy after ${QUIET_WAIT}s; measuring anyway" >&2
-      return 0
-    fi
-    [ $((waited % 60)) = 0 ] && echo "   waiting for other jobs to finish (machine busy: $(awk -v d=$((b1 - b0)) -v t="$TCK" 'BEGIN { printf "%.2f", d / t }') CPUs)" >&2
-    sleep 4
-    waited=$((waited + 5))
-  done
-}
 
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 rchar() { awk '/^rchar:/ { print $2 }' "/proc/$1/io"; }
 
 # start_server IMPL MODE PORT DATADIR: starts the server, sets SERVER_PID.

@@ -124,7 +124,7 @@ fi
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain -- . 2>/dev/null | grep -v '^?? bench/' || true)" ]; then REV="$REV+dirty"; fi
 [ -n "${SMTPKIT_BIN:-}" ] && REV="$SMTPKIT_BIN"
-TCK=$(getconf CLK_TCK)
+. bench/lib.sh
 PF_VERSION=$(postconf -d -h mail_version 2>/dev/null || echo unknown)
 
 # free_port sets PORT to a loopback port no TCP or UDP socket uses (not even
@@ -171,8 +171,6 @@ stop_pid() {
 }
 
 busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
-child_cpu() { awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.3f\n", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$1"; }
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 # tree_ticks PID: the process's utime+stime+cutime+cstime plus the same of
 # each live child (for Postfix's master and its daemons).
 tree_ticks() {
@@ -221,28 +219,6 @@ tree_breakdown() {
 }
 sink_count() { tail -c 200 "$1" | tr '\r' '\n' | awk '/mesg=/ { sub(/.*mesg=/, ""); n = $1 } END { print n + 0 }'; }
 
-QUIET_MAX=${QUIET_MAX:-0.10}
-OTHER_MAX=${OTHER_MAX:-0.15}
-ATTEMPTS=${ATTEMPTS:-3}
-QUIET_WAIT=${QUIET_WAIT:-900}
-wait_quiet() {
-  local waited=0 b0 b1
-  while :; do
-    b0=$(busy_ticks)
-    sleep 1
-    b1=$(busy_ticks)
-    if awk -v d=$((b1 - b0)) -v t="$TCK" -v m="$QUIET_MAX" 'BEGIN { exit !(d / t <= m) }'; then
-      return 0
-    fi
-    if [ "$waited" -ge "$QUIET_WAIT" ]; then
-      echo "relay/run.sh: the machine is still busy after ${QUIET_WAIT}s; measuring anyway" >&2
-      return 0
-    fi
-    [ $((waited % 60)) = 0 ] && echo "   waiting for other jobs to finish (machine busy: $(awk -v d=$((b1 - b0)) -v t="$TCK" 'BEGIN { printf "%.2f", d / t }') CPUs)" >&2
-    sleep 4
-    waited=$((waited + 5))
-  done
-}
 
 # The DNS responder, shared by every cell.
 for i in 1 2 3 4 5; do

@@ -288,26 +288,7 @@ func queueJSON(t testing.TB, data string, args ...string) queuectl.Response {
 // its output is logged if the test fails.
 func queueCLI(t testing.TB, data string, args ...string) peerResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
-	defer cancel()
-	cmd := queueCommand(ctx, data, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := peerResult{Stdout: stdout.String(), Stderr: stderr.String(), Code: -1}
-	if cmd.ProcessState != nil {
-		r.Code = cmd.ProcessState.ExitCode()
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("$ smtpkit queue %s\nexit %d\n--- stdout:\n%s--- stderr:\n%s", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
-		}
-	})
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("smtpkit queue %v: %v", args, err)
-	}
-	return r
+	return runPeer(t, nil, binPath, append([]string{"queue", "--data", data}, args...)...)
 }
 
 // waitQueue polls "queue list --json" until ok holds, and returns the list.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // EnhancedCode is an RFC 3463 enhanced status code, class.subject.detail.
@@ -76,8 +77,10 @@ func (e *Error) Permanent() bool { return e != nil && e.Code >= 500 && e.Code < 
 
 // ErrorOf returns the reply that err stands for. An *Error anywhere in err's
 // chain is returned as it is; any other error becomes 451 4.3.0 with err as
-// its cause. Untyped errors are temporary on purpose: a bug or an outage in a
-// hook must make the client retry, never make it bounce mail for good.
+// its cause, except a full disk or quota (ENOSPC, EDQUOT), which is 452 4.3.1
+// (RFC 3463: mail system full). Untyped errors are temporary on purpose: a
+// bug or an outage in a hook must make the client retry, never make it
+// bounce mail for good.
 //
 // A nil *Error inside a non-nil error (a hook that returned a typed nil) is
 // treated as untyped, so the result is never nil for a non-nil err.
@@ -88,6 +91,9 @@ func ErrorOf(err error) *Error {
 	var se *Error
 	if errors.As(err, &se) && se != nil {
 		return se
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return &Error{Code: 452, EnhancedCode: EnhancedCode{4, 3, 1}, Message: "Insufficient system storage", Err: err}
 	}
 	return &Error{Code: 451, EnhancedCode: EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later", Err: err}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"syscall"
 	"testing"
 )
 
@@ -110,6 +112,16 @@ func TestErrorOf(t *testing.T) {
 	}
 	if got.Message != "Temporary local problem, try again later" {
 		t.Errorf("message %q leaks or changed", got.Message)
+	}
+
+	// A full disk or quota says so: the client retries either way, but its
+	// operator sees why.
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT} {
+		cause := &os.PathError{Op: "write", Path: "/var/spool/x", Err: errno}
+		got := ErrorOf(fmt.Errorf("maildir: %w", cause))
+		if got.Code != 452 || got.EnhancedCode != (EnhancedCode{4, 3, 1}) || !errors.Is(got, errno) {
+			t.Errorf("%v became %v, want 452 4.3.1 wrapping it", errno, got)
+		}
 	}
 
 	// A hook returning a typed nil *Error through the error interface: a

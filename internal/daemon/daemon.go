@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -361,24 +360,14 @@ func (s *session) Data(ctx context.Context, r io.Reader) error {
 	}
 	hdr := s.conn.Received(&s.opts, addrs).String()
 	if s.h.relay != nil {
-		return storageErr(s.h.relay.enqueue(ctx, s.conn, s.from, s.opts, s.rcpts, hdr, r))
+		return s.h.relay.enqueue(ctx, s.conn, s.from, s.opts, s.rcpts, hdr, r)
 	}
 	name, err := s.h.md.Deliver(ctx, []byte(hdr), r)
 	if err != nil {
-		return storageErr(err)
+		return err
 	}
 	s.h.log.Debug("delivered", "id", s.conn.ID, "file", name)
 	return nil
-}
-
-// storageErr says "452 4.3.1" (RFC 3463: mail system full) when the disk
-// or the quota is full, rather than the generic 451 4.3.0: the client
-// retries either way, but the reply tells its operator why.
-func storageErr(err error) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return smtp.Wrap(452, smtp.EnhancedCode{4, 3, 1}, "Insufficient system storage", err)
-	}
-	return err
 }
 
 func (s *session) Reset(ctx context.Context) {

@@ -118,3 +118,26 @@ func BenchmarkDispatchDeferredBacklog(b *testing.B) {
 		s.wg.Wait()
 	}
 }
+
+// TestGrantOfVanishedMessage: a domain slot handed to a message that is
+// gone by the time it runs (deleted from the queue meanwhile) goes back to
+// the domain, or the domain would lose a slot for good.
+func TestGrantOfVanishedMessage(t *testing.T) {
+	now := time.Now()
+	s := newTestScheduler(goneQueue{}, now)
+	s.mu.Lock()
+	s.domains["slow.test"] = &domainSlots{busy: 1} // the handed-over slot
+	s.granted["deleted"] = "slow.test"
+	s.setDue("deleted", time.Time{})
+	s.mu.Unlock()
+	s.dispatch(context.Background())
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ds, ok := s.domains["slow.test"]; ok {
+		t.Errorf("slow.test still counts %d deliveries in flight after its only grant vanished", ds.busy)
+	}
+	if len(s.granted) != 0 || len(s.due) != 0 {
+		t.Errorf("granted %v, due %v: want both empty", s.granted, s.due)
+	}
+}
